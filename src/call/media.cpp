@@ -1,0 +1,637 @@
+#include "call/media.h"
+
+#include <gst/sdp/sdp.h>
+#include <gst/webrtc/webrtc.h>
+#include <json-glib/json-glib.h>
+
+#include <atomic>
+#include <mutex>
+
+extern "C" gboolean gst_plugin_openairealtime_register(void);
+
+namespace vb {
+
+// Shared between the CallMedia and every callback GStreamer may run on its own
+// threads. `self` is read and cleared only on the main loop; `closing` tells
+// other threads to stop starting new work. The handlers are members so that
+// what they post to the main loop may call CallMedia's private members.
+struct CallMedia::Guard {
+  CallMedia* self = nullptr;
+  std::atomic<bool> closing{false};
+
+  static void fail_later(const std::shared_ptr<Guard>& guard, std::string reason);
+  static void on_local_description_set_reply(GstPromise* promise, gpointer data);
+  static void on_answer_created(GstPromise* promise, gpointer data);
+  static void on_remote_description_set(GstPromise* promise, gpointer data);
+  static void on_gathering_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
+  static void on_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
+  static void on_ice_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
+  static void on_pad_added(GstElement* webrtc, GstPad* pad, gpointer data);
+  static void on_function_call(GstElement*, const gchar* call_id, const gchar* name, const gchar* arguments,
+                               gpointer data);
+};
+
+namespace {
+
+using GuardPtr = std::shared_ptr<CallMedia::Guard>;
+
+constexpr guint kJitterBufferLatencyMs = 50;  // reference §2.3: 40-60
+// libopus adds in-band FEC only when it expects some loss.
+constexpr int kFecExpectedLossPercent = 10;
+constexpr const char* kPipelineAudioCaps = "audio/x-raw,format=S16LE,rate=24000,channels=1,layout=interleaved";
+
+struct GstObjectUnref {
+  void operator()(gpointer object) const { gst_object_unref(object); }
+};
+template <typename T>
+using GstPtr = std::unique_ptr<T, GstObjectUnref>;
+
+// Runs fn on the main loop, if the CallMedia still exists by then.
+void post(const GuardPtr& guard, std::function<void(CallMedia&)> fn) {
+  run_soon([guard, fn = std::move(fn)] {
+    if (guard->self)
+      fn(*guard->self);
+  });
+}
+
+GuardPtr& guard_from(gpointer data) { return *static_cast<GuardPtr*>(data); }
+
+void connect_guarded(gpointer instance, const char* signal, GCallback handler, const GuardPtr& guard) {
+  g_signal_connect_data(instance, signal, handler, new GuardPtr(guard),
+                        [](gpointer data, GClosure*) { delete static_cast<GuardPtr*>(data); }, GConnectFlags(0));
+}
+
+// A promise reply's user data: webrtcbin is held weakly, so a promise that is
+// never answered cannot keep the element (and its ICE thread) alive.
+struct PromiseContext {
+  GuardPtr guard;
+  GWeakRef webrtc;
+  PromiseContext(GuardPtr g, GstElement* element) : guard(std::move(g)) { g_weak_ref_init(&webrtc, element); }
+  ~PromiseContext() { g_weak_ref_clear(&webrtc); }
+};
+
+GstPromise* guarded_promise(const GuardPtr& guard, GstElement* webrtc, GstPromiseChangeFunc func) {
+  return gst_promise_new_with_change_func(func, new PromiseContext(guard, webrtc),
+                                          [](gpointer data) { delete static_cast<PromiseContext*>(data); });
+}
+
+// "" when the promise was answered without an error.
+std::string promise_error(GstPromise* promise) {
+  if (gst_promise_wait(promise) != GST_PROMISE_RESULT_REPLIED)
+    return "no reply (webrtcbin shutting down)";
+  const GstStructure* reply = gst_promise_get_reply(promise);
+  if (!reply || !gst_structure_has_field(reply, "error"))
+    return {};
+  g_autoptr(GError) error = nullptr;
+  gst_structure_get(reply, "error", G_TYPE_ERROR, &error, nullptr);
+  return error ? error->message : "unknown error";
+}
+
+// A second incoming stream (another SSRC, or a payload we did not answer)
+// must not stall webrtcbin with not-linked: it is discarded.
+void discard_pad(GstBin* pipeline, GstPad* pad) {
+  GstElement* sink = gst_element_factory_make("fakesink", nullptr);
+  g_object_set(sink, "sync", FALSE, "async", FALSE, nullptr);
+  gst_bin_add(pipeline, sink);
+  GstPtr<GstPad> sink_pad(gst_element_get_static_pad(sink, "sink"));
+  gst_pad_link(pad, sink_pad.get());
+  gst_element_sync_state_with_parent(sink);
+}
+
+GstElement* make_element(GstBin* bin, const char* factory, const char* name, std::string* error) {
+  GstElement* element = gst_element_factory_make(factory, name);
+  if (!element) {
+    *error = std::string("GStreamer element \"") + factory + "\" is not available (plugin missing?)";
+    return nullptr;
+  }
+  gst_bin_add(bin, element);
+  return element;
+}
+
+bool is_json_array(const std::string& text, std::string* error) {
+  g_autoptr(JsonParser) parser = json_parser_new();
+  g_autoptr(GError) parse_error = nullptr;
+  if (!json_parser_load_from_data(parser, text.c_str(), static_cast<gssize>(text.size()), &parse_error)) {
+    *error = std::string("tools: invalid JSON: ") + parse_error->message;
+    return false;
+  }
+  if (!JSON_NODE_HOLDS_ARRAY(json_parser_get_root(parser))) {
+    *error = "tools: expected a JSON array of tool definitions";
+    return false;
+  }
+  return true;
+}
+
+// TURN over TCP/TLS needs TCP candidates; everything else stays UDP-only.
+bool turn_needs_tcp(const std::string& turn_server) {
+  return turn_server.starts_with("turns:") || turn_server.find("transport=tcp") != std::string::npos;
+}
+
+// Audio runs in a circle (webrtcbin → openairealtime → webrtcbin), and GstBin
+// cannot order state changes around a cycle: it warns "loop detected" and
+// picks an order that can leave a streaming thread blocked in a paused sink
+// while another element waits for it. Cutting the circle at webrtcbin's
+// source pads before teardown restores the sink-to-source order.
+void unlink_source_pads(GstElement* element) {
+  GstIterator* pads = gst_element_iterate_src_pads(element);
+  gst_iterator_foreach(
+      pads,
+      [](const GValue* value, gpointer) {
+        GstPad* pad = GST_PAD(g_value_get_object(value));
+        if (GstPtr<GstPad> peer{gst_pad_get_peer(pad)})
+          gst_pad_unlink(pad, peer.get());
+      },
+      nullptr);
+  gst_iterator_free(pads);
+}
+
+}  // namespace
+
+void CallMedia::Guard::fail_later(const GuardPtr& guard, std::string reason) {
+  post(guard, [reason = std::move(reason)](CallMedia& media) { media.report_failure(reason); });
+}
+
+void CallMedia::Guard::on_local_description_set_reply(GstPromise* promise, gpointer data) {
+  auto* context = static_cast<PromiseContext*>(data);
+  if (std::string error = promise_error(promise); !error.empty())
+    return fail_later(context->guard, "set-local-description failed: " + error);
+  post(context->guard, [](CallMedia& media) { media.local_description_applied(); });
+}
+
+void CallMedia::Guard::on_answer_created(GstPromise* promise, gpointer data) {
+  auto* context = static_cast<PromiseContext*>(data);
+  if (context->guard->closing)
+    return;
+  if (std::string error = promise_error(promise); !error.empty())
+    return fail_later(context->guard, "create-answer failed: " + error);
+  GstWebRTCSessionDescription* answer = nullptr;
+  gst_structure_get(gst_promise_get_reply(promise), "answer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &answer, nullptr);
+  GstPtr<GstElement> webrtc(static_cast<GstElement*>(g_weak_ref_get(&context->webrtc)));
+  if (!answer || !webrtc) {
+    if (answer)
+      gst_webrtc_session_description_free(answer);
+    return fail_later(context->guard, "create-answer returned no answer");
+  }
+  GstPromise* next = guarded_promise(context->guard, webrtc.get(), on_local_description_set_reply);
+  g_signal_emit_by_name(webrtc.get(), "set-local-description", answer, next);
+  gst_promise_unref(next);
+  gst_webrtc_session_description_free(answer);
+}
+
+void CallMedia::Guard::on_remote_description_set(GstPromise* promise, gpointer data) {
+  auto* context = static_cast<PromiseContext*>(data);
+  if (context->guard->closing)
+    return;
+  if (std::string error = promise_error(promise); !error.empty())
+    return fail_later(context->guard, "the offer was refused by webrtcbin: " + error);
+  GstPtr<GstElement> webrtc(static_cast<GstElement*>(g_weak_ref_get(&context->webrtc)));
+  if (!webrtc)
+    return;
+  GstPromise* next = guarded_promise(context->guard, webrtc.get(), on_answer_created);
+  g_signal_emit_by_name(webrtc.get(), "create-answer", nullptr, next);
+  gst_promise_unref(next);
+}
+
+// notify:: handlers run on webrtcbin's threads with its lock released:
+// reading the property there is safe, acting on it belongs to the main loop.
+void CallMedia::Guard::on_gathering_state_notify(GObject* webrtc, GParamSpec*, gpointer data) {
+  GstWebRTCICEGatheringState state;
+  g_object_get(webrtc, "ice-gathering-state", &state, nullptr);
+  if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
+    post(guard_from(data), [](CallMedia& media) { media.gathering_completed(); });
+}
+
+void CallMedia::Guard::on_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data) {
+  GstWebRTCPeerConnectionState state;
+  g_object_get(webrtc, "connection-state", &state, nullptr);
+  post(guard_from(data), [state](CallMedia& media) { media.connection_state_changed(state); });
+}
+
+void CallMedia::Guard::on_ice_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data) {
+  GstWebRTCICEConnectionState state;
+  g_object_get(webrtc, "ice-connection-state", &state, nullptr);
+  if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED)
+    fail_later(guard_from(data), "ICE failed: no candidate pair works");
+}
+
+// Runs on webrtcbin's threads. Linking is done right here (the reference
+// allows it), so media never waits for the main loop.
+void CallMedia::Guard::on_pad_added(GstElement* webrtc, GstPad* pad, gpointer data) {
+  GuardPtr& guard = guard_from(data);
+  if (guard->closing)
+    return;
+  GstBin* pipeline = GST_BIN(GST_ELEMENT_PARENT(webrtc));
+  g_autofree gchar* name = gst_pad_get_name(pad);
+  if (GST_PAD_DIRECTION(pad) == GST_PAD_SINK) {
+    if (g_strcmp0(name, "sink_0") != 0)
+      return;
+    GstPtr<GstElement> payloader(gst_bin_get_by_name(pipeline, "opuspay"));
+    GstPtr<GstPad> src(gst_element_get_static_pad(payloader.get(), "src"));
+    if (const GstPadLinkReturn result = gst_pad_link(src.get(), pad); result != GST_PAD_LINK_OK)
+      fail_later(guard, std::string("cannot link the Opus payloader to webrtcbin sink_0: ") +
+                            gst_pad_link_get_name(result));
+    return;
+  }
+  GstPtr<GstElement> depayloader(gst_bin_get_by_name(pipeline, "opusdepay"));
+  GstPtr<GstPad> sink(gst_element_get_static_pad(depayloader.get(), "sink"));
+  if (gst_pad_is_linked(sink.get()) || gst_pad_link(pad, sink.get()) != GST_PAD_LINK_OK) {
+    g_message("media: discarding extra incoming stream on %s", name);
+    discard_pad(pipeline, pad);
+  }
+}
+
+// Emitted by openairealtime on its network thread.
+void CallMedia::Guard::on_function_call(GstElement*, const gchar* call_id, const gchar* name,
+                                         const gchar* arguments, gpointer data) {
+  post(guard_from(data), [call_id = std::string(call_id ? call_id : ""), name = std::string(name ? name : ""),
+                          arguments = std::string(arguments ? arguments : "")](CallMedia& media) {
+    media.function_called(call_id, name, arguments);
+  });
+}
+
+bool register_static_plugins() {
+  static std::once_flag once;
+  static bool registered = false;
+  std::call_once(once, [] { registered = gst_plugin_openairealtime_register(); });
+  return registered;
+}
+
+CallMedia::CallMedia(MediaSettings settings, MediaEvents events)
+    : settings_(std::move(settings)), events_(std::move(events)), guard_(std::make_shared<Guard>()) {
+  guard_->self = this;
+}
+
+std::unique_ptr<CallMedia> CallMedia::create_answerer(const std::string& offer_sdp, const MediaSettings& settings,
+                                                      MediaEvents events, std::string* error) {
+  OfferParseResult parsed = parse_offer(offer_sdp);
+  if (!parsed.opus) {
+    *error = "unusable offer: " + parsed.error;
+    g_warning("media: %s", error->c_str());
+    return nullptr;
+  }
+  std::unique_ptr<CallMedia> media(new CallMedia(settings, std::move(events)));
+  media->offer_ = *parsed.opus;
+  if (!media->build(error) || !media->negotiate(offer_sdp, error)) {
+    g_warning("media: %s", error->c_str());
+    return nullptr;
+  }
+  return media;
+}
+
+bool CallMedia::build(std::string* error) {
+  pipeline_ = gst_pipeline_new("call");
+  gst_object_ref_sink(pipeline_);
+  if (!build_audio_chain(error) || !configure_realtime(error) || !configure_ice(error) ||
+      !add_send_transceiver(error))
+    return false;
+  connect_signals();
+  // webrtcbin's signalling thread starts with the state change: PLAYING
+  // comes before any description is applied.
+  if (gst_element_set_state(pipeline_, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+    *error = "the call pipeline failed to start";
+    return false;
+  }
+  return true;
+}
+
+bool CallMedia::build_audio_chain(std::string* error) {
+  GstBin* bin = GST_BIN(pipeline_);
+  webrtc_ = make_element(bin, "webrtcbin", "webrtc", error);
+  GstElement* depay = webrtc_ ? make_element(bin, "rtpopusdepay", "opusdepay", error) : nullptr;
+  GstElement* decoder = depay ? make_element(bin, "opusdec", nullptr, error) : nullptr;
+  GstElement* in_resample = decoder ? make_element(bin, "audioresample", nullptr, error) : nullptr;
+  GstElement* in_caps = in_resample ? make_element(bin, "capsfilter", nullptr, error) : nullptr;
+  realtime_ = in_caps ? make_element(bin, "openairealtime", "realtime", error) : nullptr;
+  GstElement* out_resample = realtime_ ? make_element(bin, "audioresample", nullptr, error) : nullptr;
+  valve_ = out_resample ? make_element(bin, "valve", nullptr, error) : nullptr;
+  GstElement* encoder = valve_ ? make_element(bin, "opusenc", nullptr, error) : nullptr;
+  GstElement* payloader = encoder ? make_element(bin, "rtpopuspay", "opuspay", error) : nullptr;
+  if (!payloader)
+    return false;
+
+  g_object_set(webrtc_, "bundle-policy", GST_WEBRTC_BUNDLE_POLICY_MAX_BUNDLE, "latency", kJitterBufferLatencyMs,
+               nullptr);
+  g_autoptr(GstCaps) audio_caps = gst_caps_from_string(kPipelineAudioCaps);
+  g_object_set(in_caps, "caps", audio_caps, nullptr);
+  // Buffers are dropped until Meta's accept (no RTP before it), but caps and
+  // segment still flow so the send path is negotiated when the valve opens.
+  gst_util_set_object_arg(G_OBJECT(valve_), "drop-mode", "forward-sticky-events");
+  g_object_set(valve_, "drop", TRUE, nullptr);
+  const EncoderSettings encoding = encoder_settings_for(offer_);
+  g_object_set(encoder, "bitrate", encoding.bitrate, "bandwidth", encoding.bandwidth, "inband-fec",
+               encoding.inband_fec, "packet-loss-percentage", encoding.inband_fec ? kFecExpectedLossPercent : 0,
+               "dtx", FALSE, "frame-size", encoding.frame_size_ms, nullptr);
+  gst_util_set_object_arg(G_OBJECT(encoder), "audio-type", "voice");
+  g_object_set(payloader, "pt", static_cast<guint>(offer_.payload_type), nullptr);
+
+  // webrtcbin's pads appear later: on_pad_added links them.
+  if (!gst_element_link_many(depay, decoder, in_resample, in_caps, realtime_, nullptr) ||
+      !gst_element_link_many(realtime_, out_resample, valve_, encoder, payloader, nullptr)) {
+    *error = "cannot link the call's audio elements";
+    return false;
+  }
+  return true;
+}
+
+// The send side must exist, on the offer's Opus PT and without sprop-*
+// fields, before the offer is applied; anything else answers recvonly.
+bool CallMedia::add_send_transceiver(std::string* error) {
+  g_autoptr(GstCaps) codec = gst_caps_new_simple("application/x-rtp", "media", G_TYPE_STRING, "audio",
+                                                 "encoding-name", G_TYPE_STRING, "OPUS", "clock-rate", G_TYPE_INT,
+                                                 48000, "payload", G_TYPE_INT, offer_.payload_type, nullptr);
+  GstWebRTCRTPTransceiver* transceiver = nullptr;
+  g_signal_emit_by_name(webrtc_, "add-transceiver", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDRECV, codec,
+                        &transceiver);
+  if (!transceiver) {
+    *error = "webrtcbin refused the audio transceiver";
+    return false;
+  }
+  gst_object_unref(transceiver);
+  return true;
+}
+
+void CallMedia::connect_signals() {
+  connect_guarded(webrtc_, "pad-added", G_CALLBACK(Guard::on_pad_added), guard_);
+  connect_guarded(webrtc_, "notify::ice-gathering-state", G_CALLBACK(Guard::on_gathering_state_notify), guard_);
+  connect_guarded(webrtc_, "notify::connection-state", G_CALLBACK(Guard::on_connection_state_notify), guard_);
+  connect_guarded(webrtc_, "notify::ice-connection-state", G_CALLBACK(Guard::on_ice_connection_state_notify),
+                  guard_);
+  connect_guarded(realtime_, "function-call", G_CALLBACK(Guard::on_function_call), guard_);
+
+  GstPtr<GstBus> bus(gst_element_get_bus(pipeline_));
+  gst_bus_add_watch_full(
+      bus.get(), G_PRIORITY_DEFAULT,
+      [](GstBus*, GstMessage* message, gpointer data) -> gboolean {
+        if (CallMedia* self = guard_from(data)->self)
+          self->on_bus_message(message);
+        return G_SOURCE_CONTINUE;
+      },
+      new GuardPtr(guard_), [](gpointer data) { delete static_cast<GuardPtr*>(data); });
+  bus_watched_ = true;
+}
+
+bool CallMedia::configure_realtime(std::string* error) {
+  const RealtimeSettings& realtime = settings_.realtime;
+  auto set_if_given = [this](const char* property, const std::string& value) {
+    if (!value.empty())
+      g_object_set(realtime_, property, value.c_str(), nullptr);
+  };
+  set_if_given("url", realtime.url);
+  set_if_given("api-key", realtime.api_key);
+  set_if_given("model", realtime.model);
+  set_if_given("voice", realtime.voice);
+  set_if_given("instructions", settings_.instructions.empty() ? realtime.instructions : settings_.instructions);
+  g_object_set(realtime_, "azure", realtime.azure ? TRUE : FALSE, nullptr);
+  if (!settings_.tools_json.empty()) {
+    if (!is_json_array(settings_.tools_json, error))
+      return false;
+    g_object_set(realtime_, "tools", settings_.tools_json.c_str(), nullptr);
+  }
+  return true;
+}
+
+bool CallMedia::configure_ice(std::string* error) {
+  const IceSettings& ice_settings = settings_.ice;
+  if (!ice_settings.stun_server.empty())
+    g_object_set(webrtc_, "stun-server", ice_settings.stun_server.c_str(), nullptr);
+  if (!ice_settings.turn_server.empty())
+    g_object_set(webrtc_, "turn-server", ice_settings.turn_server.c_str(), nullptr);
+
+  // webrtcbin keeps its ICE object floating: adopt the getter's reference as
+  // is and release it with a plain unref (never ref_sink).
+  GstWebRTCICE* raw_ice = nullptr;
+  g_object_get(webrtc_, "ice-agent", &raw_ice, nullptr);
+  GstPtr<GstWebRTCICE> ice(raw_ice);
+  if (!ice) {
+    *error = "webrtcbin has no ICE agent";
+    return false;
+  }
+  g_object_set(ice.get(), "ice-tcp", turn_needs_tcp(ice_settings.turn_server) ? TRUE : FALSE, "ice-udp", TRUE,
+               nullptr);
+  if (ice_settings.port_min > 0 && ice_settings.port_max >= ice_settings.port_min)
+    g_object_set(ice.get(), "min-rtp-port", static_cast<guint>(ice_settings.port_min), "max-rtp-port",
+                 static_cast<guint>(ice_settings.port_max), nullptr);
+  for (const std::string& address : settings_.local_ip_addresses) {
+    gboolean added = FALSE;
+    g_signal_emit_by_name(ice.get(), "add-local-ip-address", address.c_str(), &added);
+    if (!added) {
+      *error = "ICE cannot gather on local address \"" + address + "\"";
+      return false;
+    }
+  }
+  // UPnP costs a thread and ~200 ms per gathering, and a server must not
+  // ask the LAN router for port mappings.
+  if (g_object_class_find_property(G_OBJECT_GET_CLASS(ice.get()), "agent")) {
+    GObject* agent = nullptr;
+    g_object_get(ice.get(), "agent", &agent, nullptr);
+    if (agent) {
+      g_object_set(agent, "upnp", FALSE, nullptr);
+      g_object_unref(agent);
+    }
+  }
+  return true;
+}
+
+bool CallMedia::negotiate(const std::string& offer_sdp, std::string* error) {
+  GstSDPMessage* sdp = nullptr;
+  gst_sdp_message_new_from_text(offer_sdp.c_str(), &sdp);
+  if (!sdp) {
+    *error = "unusable offer: SDP could not be parsed";
+    return false;
+  }
+  GstWebRTCSessionDescription* offer = gst_webrtc_session_description_new(GST_WEBRTC_SDP_TYPE_OFFER, sdp);
+  GstPromise* promise = guarded_promise(guard_, webrtc_, Guard::on_remote_description_set);
+  g_signal_emit_by_name(webrtc_, "set-remote-description", offer, promise);
+  gst_promise_unref(promise);
+  gst_webrtc_session_description_free(offer);
+  return true;
+}
+
+void CallMedia::local_description_applied() {
+  if (failed_ || answer_done_)
+    return;
+  local_description_set_ = true;
+  GstWebRTCICEGatheringState state;
+  g_object_get(webrtc_, "ice-gathering-state", &state, nullptr);
+  if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE) {
+    finish_answer("gathering complete");
+    return;
+  }
+  // 1.22.0 may never report COMPLETE (reference §1.1 step 7): answer anyway.
+  gather_timer_ = run_after(static_cast<guint>(settings_.gather_timeout_ms), [this] {
+    gather_timer_.release();
+    finish_answer("gathering timeout");
+  });
+}
+
+void CallMedia::gathering_completed() {
+  if (local_description_set_)
+    finish_answer("gathering complete");
+}
+
+void CallMedia::finish_answer(const char* why) {
+  if (failed_ || answer_done_)
+    return;
+  answer_done_ = true;
+  gather_timer_.reset();
+  GstWebRTCSessionDescription* description = nullptr;
+  g_object_get(webrtc_, "local-description", &description, nullptr);
+  if (!description) {
+    report_failure("webrtcbin has no local description");
+    return;
+  }
+  g_autofree gchar* text = gst_sdp_message_as_text(description->sdp);
+  gst_webrtc_session_description_free(description);
+  std::string answer = text;
+  if (!settings_.ice.public_ip.empty())
+    answer = rewrite_candidates_for_public_ip(answer, settings_.ice.public_ip);
+  if (answer.find("a=candidate:") == std::string::npos) {
+    report_failure(std::string("ICE gathering produced no candidates (") + why + ")");
+    return;
+  }
+  if (const std::vector<std::string> problems = check_answer(answer, offer_); !problems.empty()) {
+    std::string reason = "refusing to send a bad answer:";
+    for (const std::string& problem : problems)
+      reason += " " + problem + ";";
+    reason.pop_back();
+    report_failure(reason);
+    return;
+  }
+  g_debug("media: answer ready (%s)", why);
+  answer_sdp_ = std::move(answer);
+  if (events_.on_answer_ready)
+    events_.on_answer_ready(answer_sdp_);
+}
+
+void CallMedia::connection_state_changed(int state) {
+  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !connected_) {
+    connected_ = true;
+    if (events_.on_connected)
+      events_.on_connected();
+  } else if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED) {
+    report_failure("WebRTC connection failed (ICE or DTLS)");
+  }
+}
+
+void CallMedia::function_called(const std::string& call_id, const std::string& name, const std::string& arguments) {
+  if (events_.on_function_call)
+    events_.on_function_call(call_id, name, arguments);
+}
+
+void CallMedia::on_bus_message(GstMessage* message) {
+  switch (GST_MESSAGE_TYPE(message)) {
+    case GST_MESSAGE_ELEMENT: {
+      const GstStructure* s = gst_message_get_structure(message);
+      if (gst_structure_has_name(s, "openairealtime-session")) {
+        const char* state = gst_structure_get_string(s, "state");
+        g_debug("media: realtime session %s", state ? state : "?");
+        if (g_strcmp0(state, "ready") == 0 && !realtime_ready_) {
+          realtime_ready_ = true;
+          if (events_.on_realtime_ready)
+            events_.on_realtime_ready();
+        }
+      } else if (gst_structure_has_name(s, "openairealtime-transcript")) {
+        const char* role = gst_structure_get_string(s, "role");
+        const char* text = gst_structure_get_string(s, "text");
+        if (events_.on_transcript && role && text)
+          events_.on_transcript(role, text);
+      }
+      break;
+    }
+    case GST_MESSAGE_ERROR: {
+      g_autoptr(GError) error = nullptr;
+      g_autofree gchar* debug = nullptr;
+      gst_message_parse_error(message, &error, &debug);
+      const GstStructure* details = nullptr;
+      gst_message_parse_error_details(message, &details);
+      std::string reason;
+      if (details && gst_structure_has_name(details, "openairealtime-error")) {
+        const char* type = gst_structure_get_string(details, "type");
+        const char* code = gst_structure_get_string(details, "code");
+        const char* text = gst_structure_get_string(details, "message");
+        reason = std::string("realtime error ") + (type ? type : "?") + "/" + (code ? code : "?") + ": " +
+                 (text ? text : error->message);
+      } else {
+        reason = std::string("pipeline error from ") + GST_OBJECT_NAME(GST_MESSAGE_SRC(message)) + ": " +
+                 error->message + (debug ? std::string(" (") + debug + ")" : "");
+      }
+      report_failure(reason);
+      break;
+    }
+    case GST_MESSAGE_LATENCY:
+      // The send path joins webrtcbin after PLAYING: redistribute latency.
+      gst_bin_recalculate_latency(GST_BIN(pipeline_));
+      break;
+    case GST_MESSAGE_WARNING: {
+      g_autoptr(GError) warning = nullptr;
+      g_autofree gchar* debug = nullptr;
+      gst_message_parse_warning(message, &warning, &debug);
+      g_warning("media: warning from %s: %s", GST_OBJECT_NAME(GST_MESSAGE_SRC(message)), warning->message);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void CallMedia::report_failure(const std::string& reason) {
+  if (failed_)
+    return;
+  failed_ = true;
+  gather_timer_.reset();
+  g_warning("media: %s", reason.c_str());
+  if (events_.on_failed)
+    events_.on_failed(reason);
+}
+
+void CallMedia::start_sending() {
+  if (sending_ || !valve_)
+    return;
+  sending_ = true;
+  g_object_set(valve_, "drop", FALSE, nullptr);
+  gboolean queued = FALSE;
+  g_signal_emit_by_name(realtime_, "create-response", nullptr, &queued);
+  if (!queued)
+    g_warning("media: the AI refused to start the greeting");
+}
+
+void CallMedia::send_function_result(const std::string& call_id, const std::string& output_json) {
+  gboolean sent = FALSE;
+  g_signal_emit_by_name(realtime_, "function-result", call_id.c_str(), output_json.c_str(), &sent);
+  if (!sent)
+    g_warning("media: function result for %s not accepted", call_id.c_str());
+}
+
+void CallMedia::ask_to_speak(const std::string& instructions) {
+  gboolean queued = FALSE;
+  g_signal_emit_by_name(realtime_, "create-response", instructions.empty() ? nullptr : instructions.c_str(),
+                        &queued);
+  if (!queued)
+    g_warning("media: the AI refused create-response");
+}
+
+CallMedia::~CallMedia() {
+  guard_->self = nullptr;
+  guard_->closing = true;
+  gather_timer_.reset();
+  if (!pipeline_)
+    return;
+  if (bus_watched_) {
+    GstPtr<GstBus> bus(gst_element_get_bus(pipeline_));
+    gst_bus_remove_watch(bus.get());
+  }
+  if (webrtc_) {
+    unlink_source_pads(webrtc_);
+    // webrtcbin first: a send thread may be held inside it (a sink pad still
+    // blocked before DTLS connects, or nicesink prerolling once paused), and
+    // only deactivating webrtcbin's pads releases it. Stopping the upstream
+    // elements while it is held would wait for it forever.
+    gst_element_set_state(webrtc_, GST_STATE_NULL);
+  }
+  // NULL stops every streaming and signalling thread; dropping the last
+  // reference right away finalizes webrtcbin and with it the ICE thread.
+  gst_element_set_state(pipeline_, GST_STATE_NULL);
+  gst_object_unref(pipeline_);
+}
+
+}  // namespace vb

@@ -1,0 +1,110 @@
+// One call's GStreamer pipeline, answering WhatsApp's WebRTC offer and
+// bridging its audio through the openairealtime element:
+//
+//   webrtcbin src → rtpopusdepay → opusdec → audioresample → S16LE 24 kHz mono
+//     → openairealtime → audioresample → valve (closed until start_sending)
+//     → opusenc → rtpopuspay → webrtcbin sink_0
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gst/gst.h>
+
+#include "call/sdp.h"
+#include "config.h"
+#include "glib_util.h"
+
+namespace vb {
+
+struct MediaSettings {
+  IceSettings ice;
+  RealtimeSettings realtime;
+  std::string instructions;  // per-call instructions (override realtime.instructions when non-empty)
+  std::string tools_json;    // JSON array of tool definitions for the session ("" = none)
+  int gather_timeout_ms = 2500;
+  // Addresses ICE gathers on (IP literals); empty = every interface. Tests pin
+  // it to one veth address, multi-homed servers to the media interface.
+  std::vector<std::string> local_ip_addresses;
+};
+
+// Invoked on the main loop (default GMainContext), never from a streaming or
+// network thread, and never after the CallMedia is destroyed.
+struct MediaEvents {
+  std::function<void(const std::string& answer_sdp)> on_answer_ready;
+  std::function<void()> on_realtime_ready;  // first "ready" of the AI session (reconnects are not reported)
+  std::function<void()> on_connected;       // ICE and DTLS connected
+  std::function<void(const std::string& reason)> on_failed;  // once, for the first fatal problem
+  std::function<void(std::string call_id, std::string name, std::string arguments)> on_function_call;
+  std::function<void(std::string role, std::string text)> on_transcript;
+};
+
+// Registers the statically linked openairealtime plugin; safe to call more
+// than once. Call it after gst_init() and before the first CallMedia.
+bool register_static_plugins();
+
+class CallMedia {
+ public:
+  // Builds and starts the pipeline and begins answering offer_sdp. Returns
+  // nullptr with *error set when the offer or the pipeline is unusable; the
+  // answer itself arrives later through on_answer_ready (or on_failed).
+  // Must be called on the main loop's thread.
+  static std::unique_ptr<CallMedia> create_answerer(const std::string& offer_sdp, const MediaSettings& settings,
+                                                    MediaEvents events, std::string* error);
+
+  // Opens the send path (Meta's accept returned 200): audio, silence at
+  // least, reaches the caller from the next frame on; then asks the AI to greet.
+  void start_sending();
+  void send_function_result(const std::string& call_id, const std::string& output_json);
+  // Asks the AI to speak now; empty instructions = the session's own.
+  void ask_to_speak(const std::string& instructions);
+  const std::string& answer_sdp() const { return answer_sdp_; }
+
+  // Stops and frees the pipeline. Call it on the main loop, not from inside
+  // one of the MediaEvents callbacks.
+  ~CallMedia();
+  CallMedia(const CallMedia&) = delete;
+  CallMedia& operator=(const CallMedia&) = delete;
+
+  // Shared with the callbacks GStreamer runs on its own threads.
+  struct Guard;
+
+ private:
+  CallMedia(MediaSettings settings, MediaEvents events);
+  bool build(std::string* error);
+  bool build_audio_chain(std::string* error);
+  bool add_send_transceiver(std::string* error);
+  void connect_signals();
+  bool configure_ice(std::string* error);
+  bool configure_realtime(std::string* error);
+  bool negotiate(const std::string& offer_sdp, std::string* error);
+  void local_description_applied();
+  void gathering_completed();
+  void finish_answer(const char* why);
+  void connection_state_changed(int state);
+  void function_called(const std::string& call_id, const std::string& name, const std::string& arguments);
+  void on_bus_message(GstMessage* message);
+  void report_failure(const std::string& reason);
+
+  MediaSettings settings_;
+  MediaEvents events_;
+  std::shared_ptr<Guard> guard_;
+  GstElement* pipeline_ = nullptr;  // owned; the elements below belong to it
+  GstElement* webrtc_ = nullptr;
+  GstElement* realtime_ = nullptr;
+  GstElement* valve_ = nullptr;
+  bool bus_watched_ = false;
+  ScopedSource gather_timer_;
+  std::string answer_sdp_;
+  OpusParams offer_;
+  bool local_description_set_ = false;
+  bool answer_done_ = false;
+  bool realtime_ready_ = false;
+  bool connected_ = false;
+  bool failed_ = false;
+  bool sending_ = false;
+};
+
+}  // namespace vb

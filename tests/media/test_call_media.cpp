@@ -1,0 +1,302 @@
+// CallMedia, the per-call pipeline, against WhatsApp-shaped offers, the fake
+// OpenAI Realtime server and a second webrtcbin playing Meta's side.
+// Runs inside tests/netns-run: we answer on 198.18.0.1, "Meta" is 198.18.0.2.
+#include <arpa/inet.h>
+#include <gst/gst.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <filesystem>
+
+#include "call/media.h"
+#include "call/sdp.h"
+#include "fake_realtime_server.h"
+#include "meta_offer.h"
+#include "meta_peer.h"
+
+namespace {
+
+using media_test::kOurAddress;
+using media_test::kToneToUsHz;
+using media_test::MetaPeer;
+using media_test::run_until;
+
+constexpr int kAiToneHz = 440;    // what the fake AI says
+
+size_t thread_count() {
+  return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                                           std::filesystem::directory_iterator{}));
+}
+
+// Zero crossings per second over the 20 ms windows whose RMS reaches `floor`.
+double dominant_hz(const std::vector<int16_t>& samples, int rate, double floor = 1000) {
+  const size_t window = static_cast<size_t>(rate / 50);
+  size_t voiced = 0, crossings = 0;
+  for (size_t start = 0; start + window <= samples.size(); start += window) {
+    double energy = 0;
+    for (size_t i = start; i < start + window; ++i)
+      energy += double(samples[i]) * samples[i];
+    if (std::sqrt(energy / double(window)) < floor)
+      continue;
+    voiced += window;
+    for (size_t i = start + 1; i < start + window; ++i)
+      crossings += (samples[i - 1] < 0) != (samples[i] < 0);
+  }
+  return voiced == 0 ? 0 : double(crossings) * rate / 2 / double(voiced);
+}
+
+size_t loud_samples(const std::vector<int16_t>& samples, int floor = 1000) {
+  return static_cast<size_t>(std::count_if(samples.begin(), samples.end(),
+                                           [floor](int16_t s) { return std::abs(s) >= floor; }));
+}
+
+struct Recorder {
+  std::string answer;
+  std::string failure;
+  int answers = 0, realtime_ready = 0, connected = 0, failures = 0;
+  std::vector<std::pair<std::string, std::string>> transcripts;
+  std::vector<std::array<std::string, 3>> function_calls;  // call id, name, arguments
+
+  vb::MediaEvents events() {
+    vb::MediaEvents events;
+    events.on_answer_ready = [this](const std::string& sdp) {
+      answer = sdp;
+      ++answers;
+    };
+    events.on_realtime_ready = [this] { ++realtime_ready; };
+    events.on_connected = [this] { ++connected; };
+    events.on_failed = [this](const std::string& reason) {
+      failure = reason;
+      ++failures;
+    };
+    events.on_transcript = [this](std::string role, std::string text) { transcripts.emplace_back(role, text); };
+    events.on_function_call = [this](std::string call_id, std::string name, std::string arguments) {
+      function_calls.push_back({call_id, name, arguments});
+    };
+    return events;
+  }
+};
+
+vb::MediaSettings settings_for(const fake_realtime::Server& server) {
+  vb::MediaSettings settings;
+  settings.realtime.url = server.url();
+  settings.realtime.api_key = "sk-test";
+  settings.realtime.model = "gpt-realtime";
+  settings.realtime.voice = "marin";
+  settings.realtime.instructions = "You answer the phone for a bakery.";
+  settings.local_ip_addresses = {kOurAddress};
+  return settings;
+}
+
+class CallMediaTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_TRUE(vb::register_static_plugins());
+  }
+  // Nothing pins the AI's VAD to the quiet test tone: replies come only
+  // when we ask for them.
+  fake_realtime::Server server_{fake_realtime::Behaviour{.speech_rms = 0.95}};
+  Recorder recorder_;
+};
+
+TEST_F(CallMediaTest, AnswersMetaOfferWithWellFormedSdp) {
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(media_test::meta_offer(), settings_for(server_), recorder_.events(),
+                                              &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder_.answers > 0 || recorder_.failures > 0; })) << "no answer";
+  ASSERT_EQ(recorder_.failures, 0) << recorder_.failure;
+  const std::string& answer = recorder_.answer;
+  EXPECT_EQ(answer, media->answer_sdp());
+  EXPECT_TRUE(vb::check_answer(answer, *vb::parse_offer(media_test::meta_offer()).opus).empty());
+  EXPECT_NE(answer.find("\r\na=sendrecv\r\n"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("\r\na=setup:active\r\n"), std::string::npos);
+  EXPECT_NE(answer.find("\r\na=mid:audio\r\n"), std::string::npos);
+  EXPECT_NE(answer.find("\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"), std::string::npos);
+  EXPECT_NE(answer.find(std::string(" ") + kOurAddress + " "), std::string::npos) << "candidate inline";
+  EXPECT_EQ(answer.find("a=ice-lite"), std::string::npos);
+  EXPECT_EQ(answer.find("telephone-event"), std::string::npos);
+  const size_t fingerprint = answer.find("a=fingerprint:");
+  EXPECT_EQ(answer.compare(fingerprint, 22, "a=fingerprint:sha-256 "), 0);
+  EXPECT_EQ(answer.find("a=fingerprint:", fingerprint + 1), std::string::npos) << "one fingerprint only";
+
+  ASSERT_TRUE(run_until([&] { return recorder_.realtime_ready > 0; })) << "AI session never ready";
+  const fake_realtime::SessionSnapshot session = server_.session(0);
+  EXPECT_EQ(session.authorization, "Bearer sk-test");
+  EXPECT_EQ(session.instructions, "You answer the phone for a bakery.");
+}
+
+TEST_F(CallMediaTest, AnswersOnTheOfferPayloadType) {
+  const std::string offer = media_test::meta_offer({.opus_pt = 109, .opus_name = "OPUS"});
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(offer, settings_for(server_), recorder_.events(), &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder_.answers > 0 || recorder_.failures > 0; }));
+  ASSERT_EQ(recorder_.failures, 0) << recorder_.failure;
+  EXPECT_NE(recorder_.answer.find("m=audio 9 UDP/TLS/RTP/SAVPF 109\r\n"), std::string::npos) << recorder_.answer;
+  EXPECT_NE(recorder_.answer.find("a=rtpmap:109 OPUS/48000/2"), std::string::npos);
+}
+
+TEST_F(CallMediaTest, AdvertisesThePublicIp) {
+  vb::MediaSettings settings = settings_for(server_);
+  settings.ice.public_ip = "203.0.113.7";
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(media_test::meta_offer(), settings, recorder_.events(), &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder_.answers > 0 || recorder_.failures > 0; }));
+  ASSERT_EQ(recorder_.failures, 0) << recorder_.failure;
+  EXPECT_NE(recorder_.answer.find(" 203.0.113.7 "), std::string::npos) << recorder_.answer;
+  EXPECT_EQ(recorder_.answer.find(kOurAddress), std::string::npos);
+}
+
+TEST_F(CallMediaTest, RefusesBadInput) {
+  std::string error;
+  EXPECT_FALSE(vb::CallMedia::create_answerer("garbage", settings_for(server_), recorder_.events(), &error));
+  EXPECT_NE(error.find("not an SDP"), std::string::npos) << error;
+
+  vb::MediaSettings bad_tools = settings_for(server_);
+  bad_tools.tools_json = R"({"type":"function"})";
+  EXPECT_FALSE(vb::CallMedia::create_answerer(media_test::meta_offer(), bad_tools, recorder_.events(), &error));
+  EXPECT_NE(error.find("tools"), std::string::npos) << error;
+
+  vb::MediaSettings bad_address = settings_for(server_);
+  bad_address.local_ip_addresses = {"not-an-ip"};
+  EXPECT_FALSE(vb::CallMedia::create_answerer(media_test::meta_offer(), bad_address, recorder_.events(), &error));
+  EXPECT_NE(error.find("not-an-ip"), std::string::npos) << error;
+  EXPECT_EQ(recorder_.failures, 0);
+}
+
+// The only port ICE may use is taken: gathering never completes on 1.22.0,
+// the timeout fallback fires and the call fails instead of sending an answer
+// without candidates.
+TEST_F(CallMediaTest, FailsWhenGatheringFindsNoCandidate) {
+  const int socket_fd = socket(AF_INET, SOCK_DGRAM, 0);
+  ASSERT_GE(socket_fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = 0;
+  inet_pton(AF_INET, kOurAddress, &address.sin_addr);
+  ASSERT_EQ(bind(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  socklen_t length = sizeof address;
+  getsockname(socket_fd, reinterpret_cast<sockaddr*>(&address), &length);
+  const int taken_port = ntohs(address.sin_port);
+
+  vb::MediaSettings settings = settings_for(server_);
+  settings.ice.port_min = settings.ice.port_max = taken_port;
+  settings.gather_timeout_ms = 300;
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(media_test::meta_offer(), settings, recorder_.events(), &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder_.answers > 0 || recorder_.failures > 0; }));
+  EXPECT_EQ(recorder_.answers, 0) << recorder_.answer;
+  EXPECT_NE(recorder_.failure.find("no candidates"), std::string::npos) << recorder_.failure;
+  EXPECT_TRUE(media->answer_sdp().empty());
+  close(socket_fd);
+}
+
+TEST_F(CallMediaTest, RealtimeErrorFailsTheCall) {
+  fake_realtime::Server locked{fake_realtime::Behaviour{.required_api_key = "sk-other"}};
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(media_test::meta_offer(), settings_for(locked), recorder_.events(),
+                                              &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder_.failures > 0; }, 20000)) << "a refused AI session must fail the call";
+  EXPECT_NE(recorder_.failure.find("realtime error authentication_error"), std::string::npos) << recorder_.failure;
+  EXPECT_EQ(recorder_.realtime_ready, 0);
+}
+
+// The AI's tool call reaches the main loop through on_function_call, our
+// result reaches the AI, and its spoken answer comes back as a transcript.
+TEST_F(CallMediaTest, FunctionCallRoundTrip) {
+  fake_realtime::Server server{fake_realtime::Behaviour{
+      .speech_rms = 0.95, .function_call = fake_realtime::FunctionCall{"lookup_order", R"({"order":"A-17"})"}}};
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(media_test::meta_offer(), settings_for(server), recorder_.events(),
+                                              &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder_.realtime_ready > 0 || recorder_.failures > 0; }));
+  media->start_sending();  // asks for the greeting: the fake answers it with the tool call
+  ASSERT_TRUE(run_until([&] { return !recorder_.function_calls.empty() || recorder_.failures > 0; }))
+      << recorder_.failure;
+  ASSERT_FALSE(recorder_.function_calls.empty()) << recorder_.failure;
+  const auto& call = recorder_.function_calls.front();
+  EXPECT_EQ(call[1], "lookup_order");
+  EXPECT_EQ(call[2], R"({"order":"A-17"})");
+  media->send_function_result(call[0], R"({"status":"shipped"})");
+  ASSERT_TRUE(run_until([&] { return !server.session(0).function_outputs.empty(); }));
+  EXPECT_EQ(server.session(0).function_outputs.front(), R"({"status":"shipped"})");
+  const auto assistant_spoke = [&] {
+    return std::any_of(recorder_.transcripts.begin(), recorder_.transcripts.end(),
+                       [](const auto& line) { return line.first == "assistant"; });
+  };
+  ASSERT_TRUE(run_until(assistant_spoke));
+  EXPECT_EQ(recorder_.failures, 0) << recorder_.failure;
+}
+
+// One call from offer to audio in both directions. Returns after start_sending
+// once the AI's reply was heard by "Meta".
+void run_call(fake_realtime::Server& server, Recorder& recorder, bool check_media) {
+  MetaPeer meta;
+  const std::string offer = meta.make_offer();
+  ASSERT_NE(offer.find("a=candidate:"), std::string::npos) << offer;
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(offer, settings_for(server), recorder.events(), &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder.answers > 0 || recorder.failures > 0; }));
+  ASSERT_EQ(recorder.failures, 0) << recorder.failure;
+  ASSERT_TRUE(meta.accept_answer(recorder.answer));
+  ASSERT_TRUE(run_until([&] { return (recorder.connected > 0 && recorder.realtime_ready > 0) || recorder.failures; }))
+      << "not connected";
+  ASSERT_EQ(recorder.failures, 0) << recorder.failure;
+  const size_t session = server.session_count() - 1;
+
+  // The caller's tone reaches the AI, resampled to 24 kHz...
+  ASSERT_TRUE(run_until([&] { return server.session(session).input_samples >= 24000; }));
+  // ...while nothing goes back before Meta's accept (start_sending).
+  EXPECT_EQ(meta.received_count(), 0u);
+  if (check_media) {
+    const std::vector<int16_t> heard = server.session(session).input_audio;
+    EXPECT_NEAR(dominant_hz(heard, 24000), kToneToUsHz, kToneToUsHz * 0.05);
+  }
+
+  media->start_sending();
+  ASSERT_TRUE(run_until([&] { return server.session(session).responses_started > 0; }));
+  // The AI's 1 s tone, paced in real time, then silence frames.
+  ASSERT_TRUE(run_until([&] { return loud_samples(meta.received()) >= 48000 * 8 / 10; }, 15000))
+      << "AI audio not heard by the caller";
+  if (check_media) {
+    const std::vector<int16_t> received = meta.received();
+    EXPECT_NEAR(dominant_hz(received, 48000), kAiToneHz, kAiToneHz * 0.05);
+    EXPECT_GT(received.size(), loud_samples(received)) << "silence frames are sent too";
+  }
+  EXPECT_EQ(recorder.failures, 0) << recorder.failure;
+}
+
+TEST_F(CallMediaTest, AudioFlowsBothWaysAndThreadsReturnToBaseline) {
+  run_call(server_, recorder_, true);
+  if (HasFatalFailure())
+    return;
+  // Process-wide threads (clock, GLib pools) now exist: this is the baseline.
+  run_until([] { return false; }, 500);
+  const size_t baseline = thread_count();
+
+  Recorder second;
+  run_call(server_, second, false);
+  if (HasFatalFailure())
+    return;
+  EXPECT_TRUE(run_until([&] { return thread_count() <= baseline; }, 20000))
+      << thread_count() << " threads after the call, " << baseline << " before";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gst_init(&argc, &argv);
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
