@@ -24,6 +24,9 @@
 // | MAX_CONCURRENT_CALLS         | 100                               | integer 1-100000                              |
 // | CALL_SETUP_TIMEOUT_S         | 15                                | integer 1-120                                 |
 // | WEBHOOK_MAX_AGE_S            | 60                                | integer 1-86400                               |
+// | DATABASE_URL                 | unset (tools answer unavailable)  | libpq URI or key=value connection string      |
+// | DATABASE_POOL_SIZE           | 4                                 | integer 1-64                                  |
+// | DEFAULT_TIME_ZONE            | from the caller's country code    | IANA time zone id, e.g. Europe/Berlin         |
 //
 // An empty value counts as unset. With all three AZURE_* variables set, the OPENAI_API_KEY, OPENAI_REALTIME_URL and
 // OPENAI_REALTIME_MODEL variables are ignored.
@@ -31,6 +34,7 @@
 
 #include <gio/gio.h>
 #include <glib.h>
+#include <libpq-fe.h>
 
 #include <string_view>
 
@@ -228,6 +232,32 @@ void read_ice(ConfigReader& reader, IceSettings& ice) {
   }
 }
 
+void read_database(ConfigReader& reader, Config& config) {
+  if (auto url = reader.get("DATABASE_URL")) {
+    // The value may hold a password: never echo it.
+    char* error = nullptr;
+    PQconninfoOption* options = PQconninfoParse(url->c_str(), &error);
+    if (options) {
+      config.database_url = *url;
+      PQconninfoFree(options);
+    } else {
+      std::string why = error ? error : "out of memory";
+      while (!why.empty() && why.back() == '\n') why.pop_back();
+      reader.error("DATABASE_URL", "not a libpq connection URI or key=value string: " + why);
+      PQfreemem(error);
+    }
+  }
+  config.database_pool_size = reader.integer("DATABASE_POOL_SIZE", config.database_pool_size, 1, 64);
+  if (auto zone = reader.get("DEFAULT_TIME_ZONE")) {
+    g_autoptr(GTimeZone) time_zone = g_time_zone_new_identifier(zone->c_str());
+    if (time_zone)
+      config.default_time_zone = *zone;
+    else
+      reader.error("DEFAULT_TIME_ZONE", "expected an IANA time zone such as Europe/Berlin, got " +
+                                            ConfigReader::quoted(*zone));
+  }
+}
+
 }  // namespace
 
 ConfigResult load_config(const EnvLookup& env) {
@@ -244,6 +274,7 @@ ConfigResult load_config(const EnvLookup& env) {
   config.max_concurrent_calls = reader.integer("MAX_CONCURRENT_CALLS", config.max_concurrent_calls, 1, 100000);
   config.call_setup_timeout_s = reader.integer("CALL_SETUP_TIMEOUT_S", config.call_setup_timeout_s, 1, 120);
   config.webhook_max_age_s = reader.integer("WEBHOOK_MAX_AGE_S", config.webhook_max_age_s, 1, 86400);
+  read_database(reader, config);
 
   ConfigResult result;
   result.errors = std::move(reader.errors());
@@ -264,7 +295,9 @@ std::string Config::describe() const {
          " stun=" + or_none(ice.stun_server) + " turn=" + (ice.turn_server.empty() ? "(none)" : "(set)") +
          " max_concurrent_calls=" + std::to_string(max_concurrent_calls) +
          " call_setup_timeout_s=" + std::to_string(call_setup_timeout_s) +
-         " webhook_max_age_s=" + std::to_string(webhook_max_age_s);
+         " webhook_max_age_s=" + std::to_string(webhook_max_age_s) + " database=" + secret(database_url) +
+         " database_pool_size=" + std::to_string(database_pool_size) +
+         " default_time_zone=" + (default_time_zone.empty() ? "(from caller)" : default_time_zone);
 }
 
 }  // namespace vb

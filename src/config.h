@@ -32,6 +32,9 @@ struct Config {
   int max_concurrent_calls = 100;
   int call_setup_timeout_s = 15;  // CALL_SETUP_TIMEOUT_S: ICE+DTLS must connect within this after pre_accept
   int webhook_max_age_s = 60;     // WEBHOOK_MAX_AGE_S: connects older than this are stale, not answered
+  std::string database_url;       // DATABASE_URL: libpq URI or key=value string; empty = no database
+  int database_pool_size = 4;     // DATABASE_POOL_SIZE
+  std::string default_time_zone;  // DEFAULT_TIME_ZONE: IANA id for every caller; empty = from the country code
 
   // One log line of the effective settings, secrets shown as "(set)".
   std::string describe() const;

@@ -271,5 +271,47 @@ TEST(Config, DescribeHidesSecrets) {
   EXPECT_EQ(line.find('\n'), std::string::npos);
 }
 
+TEST(Config, DatabaseSettings) {
+  auto defaults = load(minimal_env());
+  ASSERT_TRUE(defaults.config);
+  EXPECT_EQ(defaults.config->database_url, "");
+  EXPECT_EQ(defaults.config->database_pool_size, 4);
+  EXPECT_EQ(defaults.config->default_time_zone, "");
+
+  Env env = minimal_env();
+  env["DATABASE_URL"] = "postgresql://vb:pw@127.0.0.1:5432/voicebridge?sslmode=disable";
+  env["DATABASE_POOL_SIZE"] = "64";
+  env["DEFAULT_TIME_ZONE"] = "Europe/Berlin";
+  auto set = load(env);
+  ASSERT_TRUE(set.config) << (set.errors.empty() ? "" : set.errors[0]);
+  EXPECT_EQ(set.config->database_url, "postgresql://vb:pw@127.0.0.1:5432/voicebridge?sslmode=disable");
+  EXPECT_EQ(set.config->database_pool_size, 64);
+  EXPECT_EQ(set.config->default_time_zone, "Europe/Berlin");
+
+  auto key_value = load_with("DATABASE_URL", "host=/run/postgresql dbname=voicebridge");
+  ASSERT_TRUE(key_value.config);
+  EXPECT_EQ(key_value.config->database_url, "host=/run/postgresql dbname=voicebridge");
+}
+
+TEST(Config, BadDatabaseSettingsAreNamed) {
+  EXPECT_NE(error_for(load_with("DATABASE_URL", "postgresql://h/db?nonsense_option=1"), "DATABASE_URL").find("libpq"),
+            std::string::npos);
+  EXPECT_NE(error_for(load_with("DATABASE_URL", "host=x dbname"), "DATABASE_URL").find("libpq"), std::string::npos);
+  for (const char* size : {"0", "65", "four"})
+    EXPECT_NE(error_for(load_with("DATABASE_POOL_SIZE", size), "DATABASE_POOL_SIZE").find("1 and 64"),
+              std::string::npos)
+        << size;
+  EXPECT_NE(error_for(load_with("DEFAULT_TIME_ZONE", "Mars/Olympus_Mons"), "DEFAULT_TIME_ZONE").find("IANA"),
+            std::string::npos);
+}
+
+TEST(Config, DescribeHidesTheDatabasePassword) {
+  auto result = load_with("DATABASE_URL", "postgresql://vb:hunter2@127.0.0.1/voicebridge");
+  ASSERT_TRUE(result.config);
+  std::string line = result.config->describe();
+  EXPECT_EQ(line.find("hunter2"), std::string::npos);
+  EXPECT_NE(line.find("database=(set)"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace vb
