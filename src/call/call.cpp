@@ -1,0 +1,267 @@
+#include "call/call.h"
+
+#include <cstdarg>
+
+#include "log.h"
+#include "store/calls.h"
+#include "tools/tools.h"
+#include "whatsapp/graph_api.h"
+
+namespace vb {
+namespace {
+
+// After the AI calls end_call its goodbye is usually still queued for
+// playout; hang up once it has had time to be heard.
+constexpr guint kEndCallGraceMs = 3000;
+
+}  // namespace
+
+const char* to_string(CallState state) {
+  switch (state) {
+    case CallState::Answering: return "answering";
+    case CallState::PreAccepting: return "pre-accepting";
+    case CallState::Connecting: return "connecting";
+    case CallState::Accepting: return "accepting";
+    case CallState::Active: return "active";
+    case CallState::Ended: return "ended";
+  }
+  return "?";
+}
+
+const char* to_string(EndReason reason) {
+  switch (reason) {
+    case EndReason::CallerHungUp: return "caller hung up";
+    case EndReason::AssistantEnded: return "assistant ended the call";
+    case EndReason::SetupTimeout: return "setup timed out";
+    case EndReason::RealtimeFailed: return "AI session failed";
+    case EndReason::MediaFailed: return "media failed";
+    case EndReason::GraphRefused: return "Graph API refused";
+    case EndReason::Shutdown: return "server shutting down";
+  }
+  return "?";
+}
+
+Call::Call(InboundCallInfo info, const Config& config, GraphApi& graph, Tools& tools, Database* db,
+           FinishedFn on_finished)
+    : info_(std::move(info)),
+      config_(config),
+      graph_(graph),
+      tools_(tools),
+      db_(db),
+      on_finished_(std::move(on_finished)) {}
+
+Call::~Call() = default;
+
+void Call::start() {
+  log("offer received, answering");
+  setup_timer_ = run_after(config_.call_setup_timeout_s * 1000, [this] {
+    setup_timer_.release();
+    log("not connected after %d s", config_.call_setup_timeout_s);
+    end(EndReason::SetupTimeout);
+  });
+  tools_.caller_summary(info_.caller.number, [weak = alive_.weak()](std::string summary) {
+    if (auto self = weak.lock())
+      (*self)->start_media(summary);
+  });
+}
+
+void Call::start_media(const std::string& caller_summary) {
+  if (state_ == CallState::Ended)
+    return;
+  const std::string& number = info_.caller.number;
+  MediaSettings settings;
+  settings.ice = config_.ice;
+  settings.realtime = config_.realtime;
+  settings.instructions = call_instructions(config_.realtime.instructions, info_.caller, tools_.time_zone_for(number),
+                                            caller_summary, g_get_real_time() / G_USEC_PER_SEC);
+  settings.tools_json = Tools::definitions_json();
+  std::string error;
+  media_ = CallMedia::create_answerer(info_.offer_sdp, settings, media_events(), &error);
+  if (!media_) {
+    log("cannot answer: %s", error.c_str());
+    end(EndReason::MediaFailed);
+  }
+}
+
+MediaEvents Call::media_events() {
+  // CallMedia invokes these on the main loop and never after it is destroyed;
+  // the media dies before this Call, so capturing this is safe. Events that
+  // arrive between end() and the media's destruction are ignored.
+  MediaEvents events;
+  events.on_answer_ready = [this](const std::string& sdp) {
+    if (state_ == CallState::Ended)
+      return;
+    answer_sdp_ = sdp;
+    maybe_pre_accept();
+  };
+  events.on_realtime_ready = [this] {
+    if (realtime_ready_ || state_ == CallState::Ended)
+      return;  // a reconnect of a running session, or too late
+    realtime_ready_ = true;
+    log("AI session ready");
+    maybe_pre_accept();
+  };
+  events.on_connected = [this] {
+    if (state_ == CallState::Ended)
+      return;
+    media_connected_ = true;
+    log("ICE and DTLS connected");
+    maybe_accept();
+  };
+  events.on_failed = [this](const std::string& reason) {
+    if (state_ == CallState::Ended)
+      return;
+    log("failed: %s", reason.c_str());
+    end(realtime_ready_ || state_ != CallState::Answering ? EndReason::MediaFailed : EndReason::RealtimeFailed);
+  };
+  events.on_function_call = [this](std::string tool_call_id, std::string name, std::string arguments) {
+    if (state_ == CallState::Ended)
+      return;
+    on_function_call(tool_call_id, name, arguments);
+  };
+  events.on_transcript = [this](std::string role, std::string text) {
+    g_info("call %s %s: %s", id().c_str(), role.c_str(), text.c_str());
+    transcript_.push_back({std::move(role), std::move(text)});
+  };
+  events.on_usage = [this](int64_t input_tokens, int64_t output_tokens) {
+    input_tokens_ += input_tokens;
+    output_tokens_ += output_tokens;
+  };
+  return events;
+}
+
+void Call::set_state(CallState next) {
+  log("%s -> %s", to_string(state_), to_string(next));
+  state_ = next;
+}
+
+// Meta shows "ringing" after pre_accept; send it only when we can really serve
+// the call: the answer is ready and the AI session is open.
+void Call::maybe_pre_accept() {
+  if (state_ != CallState::Answering || answer_sdp_.empty() || !realtime_ready_)
+    return;
+  set_state(CallState::PreAccepting);
+  graph_.pre_accept(id(), answer_sdp_, [weak = alive_.weak()](const GraphResult& result) {
+    if (auto self = weak.lock())
+      (*self)->on_pre_accepted(result.ok);
+  });
+}
+
+void Call::on_pre_accepted(bool ok) {
+  if (state_ != CallState::PreAccepting)
+    return;
+  if (!ok) {
+    end(EndReason::GraphRefused);
+    return;
+  }
+  set_state(CallState::Connecting);
+  maybe_accept();
+}
+
+// accept carries the byte-identical SDP of pre_accept, and only once ICE and
+// DTLS are up, so the caller's timer starts when audio can really flow.
+void Call::maybe_accept() {
+  if (state_ != CallState::Connecting || !media_connected_)
+    return;
+  set_state(CallState::Accepting);
+  graph_.accept(id(), answer_sdp_, [weak = alive_.weak()](const GraphResult& result) {
+    if (auto self = weak.lock())
+      (*self)->on_accepted(result.ok);
+  });
+}
+
+void Call::on_accepted(bool ok) {
+  if (state_ != CallState::Accepting)
+    return;
+  if (!ok) {
+    end(EndReason::GraphRefused);
+    return;
+  }
+  setup_timer_.reset();
+  answered_us_ = g_get_real_time();
+  set_state(CallState::Active);
+  media_->start_sending();
+}
+
+void Call::on_function_call(const std::string& tool_call_id, const std::string& name, const std::string& arguments) {
+  log("tool %s called", name.c_str());
+  if (name == kEndCallTool) {
+    // No function_call_output: it would make the model speak again while we hang up.
+    if (!hangup_timer_.active())
+      hangup_timer_ = run_after(kEndCallGraceMs, [this] {
+        hangup_timer_.release();
+        end(EndReason::AssistantEnded);
+      });
+    return;
+  }
+  // The caller's number comes from the webhook, never from the model.
+  tools_.run(info_.caller.number, name, arguments,
+             [weak = alive_.weak(), tool_call_id, name](std::string result) {
+               auto self = weak.lock();
+               if (!self || (*self)->state_ == CallState::Ended)
+                 return;
+               Call& call = **self;
+               call.log("tool %s answered%s", name.c_str(),
+                        result.find("\"error\"") != std::string::npos ? " with an error" : "");
+               call.media_->send_function_result(tool_call_id, result);
+             });
+}
+
+void Call::end(EndReason reason) {
+  if (state_ == CallState::Ended)
+    return;
+  const bool answered = state_ == CallState::Accepting || state_ == CallState::Active;
+  log("ending (%s)", to_string(reason));
+  end_reason_ = reason;
+  ended_us_ = g_get_real_time();
+  if (reason != EndReason::CallerHungUp) {
+    // A call Meta never saw accepted is rejected; an accepted one terminated.
+    auto report = [call_id = id(), action = answered ? "terminate" : "reject"](const GraphResult& result) {
+      if (!result.ok)
+        g_warning("call %s: %s not confirmed by Meta", call_id.c_str(), action);
+    };
+    if (answered)
+      graph_.terminate(id(), report);
+    else
+      graph_.reject(id(), report);
+  }
+  setup_timer_.reset();
+  hangup_timer_.reset();
+  // end() may run inside one of the media's own callbacks: free the pipeline
+  // once that callback has returned.
+  run_soon([media = std::shared_ptr<CallMedia>(std::move(media_))] {});
+  set_state(CallState::Ended);
+  record();
+  on_finished_(id());
+}
+
+void Call::record() {
+  if (!db_)
+    return;
+  CallRecord row;
+  row.call_id = id();
+  row.direction = "inbound";
+  row.phone_number = info_.caller.number;
+  row.end_reason = to_string(end_reason_);
+  row.started_us = started_us_;
+  row.answered_us = answered_us_;
+  row.ended_us = ended_us_;
+  for (const auto& line : transcript_)
+    row.transcript.emplace_back(line.role, line.text);
+  row.input_tokens = input_tokens_;
+  row.output_tokens = output_tokens_;
+  record_call(*db_, row, [call_id = id()](bool ok) {
+    if (!ok)
+      g_warning("call %s: its record was not saved", call_id.c_str());
+  });
+}
+
+void Call::log(const char* format, ...) const {
+  va_list args;
+  va_start(args, format);
+  g_autofree char* text = g_strdup_vprintf(format, args);
+  va_end(args);
+  g_message("call %s caller %s: %s", id().c_str(), mask_phone_number(info_.caller.number).c_str(), text);
+}
+
+}  // namespace vb

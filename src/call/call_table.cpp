@@ -1,0 +1,163 @@
+#include "call/call_table.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "glib_util.h"
+#include "log.h"
+#include "whatsapp/graph_api.h"
+
+namespace vb {
+namespace {
+
+// How long deliveries and finished call ids are remembered. Meta retries a
+// calling webhook for minutes, not hours; a connect older than
+// WEBHOOK_MAX_AGE_S is refused anyway.
+constexpr auto kMemory = std::chrono::hours(1);
+constexpr size_t kPruneThreshold = 4096;
+
+}  // namespace
+
+CallTable::CallTable(const Config& config, GraphApi& graph, Tools& tools, Database* db)
+    : config_(config), graph_(graph), tools_(tools), db_(db) {}
+
+CallTable::~CallTable() = default;
+
+void CallTable::handle(const WebhookBatch& batch) {
+  for (const auto& warning : batch.warnings)
+    g_warning("webhook: %s", warning.c_str());
+  // Meta does not order deliveries: a terminate handled first makes a connect
+  // for the same call in this batch a late one.
+  std::vector<const CallEvent*> ordered;
+  for (const auto& event : batch.events)
+    ordered.push_back(&event);
+  std::stable_partition(ordered.begin(), ordered.end(),
+                        [](const CallEvent* event) { return event->kind == CallEvent::Kind::Terminate; });
+  for (const CallEvent* event : ordered) {
+    if (!event->phone_number_id.empty() && event->phone_number_id != config_.phone_number_id) {
+      g_message("webhook: call %s is for phone number id %s, not ours; ignored", event->call_id.c_str(),
+                event->phone_number_id.c_str());
+      continue;
+    }
+    if (!is_first_delivery(event->call_id, event->event)) {
+      g_message("webhook: duplicate %s for call %s dropped", event->event.c_str(), event->call_id.c_str());
+      continue;
+    }
+    switch (event->kind) {
+      case CallEvent::Kind::Connect: on_connect(*event); break;
+      case CallEvent::Kind::Terminate: on_terminate(*event); break;
+      case CallEvent::Kind::Other:
+        g_message("webhook: call %s event '%s' ignored", event->call_id.c_str(), event->event.c_str());
+        break;
+    }
+  }
+  for (const auto& status : batch.statuses)
+    on_status(status);
+}
+
+bool CallTable::is_first_delivery(const std::string& call_id, const std::string& event) {
+  forget_old_entries();
+  return seen_deliveries_.emplace(call_id + '\n' + event, Clock::now()).second;
+}
+
+bool CallTable::is_stale(const CallEvent& event) const {
+  if (event.timestamp <= 0)
+    return false;  // no timestamp to judge by
+  const int64_t age_s = g_get_real_time() / G_USEC_PER_SEC - event.timestamp;
+  return age_s > config_.webhook_max_age_s;
+}
+
+void CallTable::on_connect(const CallEvent& event) {
+  const std::string& call_id = event.call_id;
+  if (event.direction != "USER_INITIATED" || event.sdp_type != "offer") {
+    g_message("call %s: connect (%s, %s) is not a user-initiated offer; ignored", call_id.c_str(),
+              event.direction.c_str(), event.sdp_type.c_str());
+    return;
+  }
+  if (finished_calls_.count(call_id)) {
+    g_message("call %s: connect after its terminate; not answered", call_id.c_str());
+    return;
+  }
+  if (calls_.count(call_id))
+    return;  // a redelivery with another event name spelling; already handled
+  if (is_stale(event)) {
+    g_message("call %s: connect is %" G_GINT64_FORMAT " s old (limit %d s); not answered", call_id.c_str(),
+              g_get_real_time() / G_USEC_PER_SEC - event.timestamp, config_.webhook_max_age_s);
+    return;
+  }
+  if (event.from.empty()) {
+    // Tools are scoped to the caller's number; without it we cannot serve the call.
+    reject(call_id, "the connect carries no caller number");
+    return;
+  }
+  if (calls_.size() >= static_cast<size_t>(config_.max_concurrent_calls)) {
+    ++rejected_over_capacity_;
+    reject(call_id, "at capacity (MAX_CONCURRENT_CALLS)");
+    return;
+  }
+  InboundCallInfo info{call_id, CallerContext{event.from, event.caller_name}, event.sdp};
+  auto call = std::make_unique<Call>(std::move(info), config_, graph_, tools_, db_,
+                                     [this](const std::string& id) { remove_later(id); });
+  Call& started = *calls_.emplace(call_id, std::move(call)).first->second;
+  started.start();
+}
+
+void CallTable::on_terminate(const CallEvent& event) {
+  std::string detail = event.status;
+  if (event.duration_s >= 0)
+    detail += ", " + std::to_string(event.duration_s) + " s";
+  for (const auto& error : event.errors)
+    detail += ", error " + std::to_string(error.code) + " " + error.message;
+  g_message("call %s: terminated by Meta (%s)", event.call_id.c_str(), detail.c_str());
+  finished_calls_.emplace(event.call_id, Clock::now());
+  auto it = calls_.find(event.call_id);
+  if (it != calls_.end())
+    it->second->end(EndReason::CallerHungUp);
+}
+
+void CallTable::on_status(const CallStatus& status) {
+  g_message("call %s: status %s", status.call_id.c_str(), status.status.c_str());
+}
+
+void CallTable::reject(const std::string& call_id, const char* why) {
+  g_warning("call %s: rejecting: %s", call_id.c_str(), why);
+  finished_calls_.emplace(call_id, Clock::now());
+  graph_.reject(call_id, [call_id](const GraphResult& result) {
+    if (!result.ok)
+      g_warning("call %s: reject not confirmed by Meta", call_id.c_str());
+  });
+}
+
+// A call reports its end from inside its own callbacks: delete it afterwards.
+void CallTable::remove_later(const std::string& call_id) {
+  finished_calls_.emplace(call_id, Clock::now());
+  run_soon([weak = alive_.weak(), call_id] {
+    auto self = weak.lock();
+    if (!self)
+      return;
+    CallTable& table = **self;
+    if (table.calls_.erase(call_id) && table.on_call_removed)
+      table.on_call_removed(call_id);
+  });
+}
+
+void CallTable::end_all(EndReason reason) {
+  std::vector<Call*> live;
+  for (auto& [id, call] : calls_)
+    live.push_back(call.get());
+  for (Call* call : live)
+    call->end(reason);
+}
+
+void CallTable::forget_old_entries() {
+  if (seen_deliveries_.size() + finished_calls_.size() < kPruneThreshold)
+    return;
+  const auto cutoff = Clock::now() - kMemory;
+  auto prune = [cutoff](auto& entries) {
+    std::erase_if(entries, [cutoff](const auto& entry) { return entry.second < cutoff; });
+  };
+  prune(seen_deliveries_);
+  prune(finished_calls_);
+}
+
+}  // namespace vb
