@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 
 extern "C" gboolean gst_plugin_openairealtime_register(void);
 
@@ -120,6 +121,20 @@ bool is_json_array(const std::string& text, std::string* error) {
     return false;
   }
   return true;
+}
+
+// A token count of a usage message: a non-negative integer field (the element
+// posts G_TYPE_INT; a 64-bit field is taken as well).
+std::optional<int64_t> token_count(const GstStructure* usage, const char* field) {
+  const GValue* value = gst_structure_get_value(usage, field);
+  std::optional<int64_t> count;
+  if (value && G_VALUE_HOLDS_INT(value))
+    count = g_value_get_int(value);
+  else if (value && G_VALUE_HOLDS_INT64(value))
+    count = g_value_get_int64(value);
+  if (count && *count < 0)
+    return std::nullopt;
+  return count;
 }
 
 // TURN over TCP/TLS needs TCP candidates; everything else stays UDP-only.
@@ -535,6 +550,8 @@ void CallMedia::on_bus_message(GstMessage* message) {
         const char* text = gst_structure_get_string(s, "text");
         if (events_.on_transcript && role && text)
           events_.on_transcript(role, text);
+      } else if (gst_structure_has_name(s, "openairealtime-usage")) {
+        usage_reported(s);
       }
       break;
     }
@@ -572,6 +589,18 @@ void CallMedia::on_bus_message(GstMessage* message) {
     default:
       break;
   }
+}
+
+void CallMedia::usage_reported(const GstStructure* usage) {
+  const std::optional<int64_t> input = token_count(usage, "input-tokens");
+  const std::optional<int64_t> output = token_count(usage, "output-tokens");
+  if (!input || !output) {
+    g_autofree gchar* text = gst_structure_to_string(usage);
+    g_warning("media: ignoring a malformed usage message: %s", text);
+    return;
+  }
+  if (events_.on_usage)
+    events_.on_usage(*input, *output);
 }
 
 void CallMedia::report_failure(const std::string& reason) {

@@ -6,6 +6,7 @@
 //     → opusenc → rtpopuspay → webrtcbin sink_0
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,6 +40,8 @@ struct MediaEvents {
   std::function<void(const std::string& reason)> on_failed;  // once, for the first fatal problem
   std::function<void(std::string call_id, std::string name, std::string arguments)> on_function_call;
   std::function<void(std::string role, std::string text)> on_transcript;
+  // Tokens one AI response used (its response.done), whatever its status.
+  std::function<void(int64_t input_tokens, int64_t output_tokens)> on_usage;
 };
 
 // Registers the statically linked openairealtime plugin; safe to call more
@@ -86,6 +89,7 @@ class CallMedia {
   void connection_state_changed(int state);
   void function_called(const std::string& call_id, const std::string& name, const std::string& arguments);
   void on_bus_message(GstMessage* message);
+  void usage_reported(const GstStructure* usage);
   void report_failure(const std::string& reason);
 
   MediaSettings settings_;

@@ -2,7 +2,11 @@
 // written in other languages.
 //
 //   fake-realtime [--port N] [--reply-ms N] [--speed X] [--tone-hz N] [--delta-ms N]
-//                 [--speech-rms X] [--function-call NAME:JSONARGS] [--api-key K]
+//                 [--speech-rms X] [--function-call NAME:JSONARGS]... [--api-key K]
+//
+// --function-call may be repeated: the first turn of each session answers with
+// the first call, the next turn with the second, and so on (the response after
+// the function's output is a spoken reply).
 //
 // Listens on 127.0.0.1 (port 0 = ephemeral), prints exactly one line
 // "ws://127.0.0.1:<port>/v1/realtime" on stdout, and runs until SIGTERM or
@@ -13,11 +17,12 @@
 //                                   api_key_present, instructions, events (client event types in order,
 //                                   appends counted in "appends"), input_ms, input_rms, input_dominant_hz,
 //                                   speech_started, speech_stopped, responses_started, responses_cancelled,
-//                                   truncates [{item_id, audio_end_ms, audio_sent_ms}], function_outputs,
-//                                   errors_sent, open
+//                                   response_active, input_tokens and output_tokens (usage summed over
+//                                   every response.done sent), truncates [{item_id, audio_end_ms,
+//                                   audio_sent_ms}], function_outputs, errors_sent, open
 //   POST /_test/sessions/<i>/drop   close session i abruptly (no close frame)
 //   POST /_test/sessions/<i>/send   send the request body to session i as a text frame
-//   POST /_test/sessions/<i>/reply  start a reply now, as if a turn ended
+//   POST /_test/sessions/<i>/reply  start a reply now, as if a turn ended (409 while a response is active)
 #include <glib-unix.h>
 #include <glib.h>
 
@@ -35,7 +40,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: fake-realtime [--port N] [--reply-ms N] [--speed X] [--tone-hz N] [--delta-ms N]\n"
-    "                     [--speech-rms X] [--function-call NAME:JSONARGS] [--api-key K]\n";
+    "                     [--speech-rms X] [--function-call NAME:JSONARGS]... [--api-key K]\n";
 
 struct Options {
   // The control API reports counts and audio statistics only, so the program
@@ -101,7 +106,7 @@ std::string parse(int argc, char** argv, Options& options) {
       const size_t colon = spec.find(':');
       if (colon == std::string::npos || colon == 0)
         return "--function-call must be NAME:JSONARGS";
-      b.function_call = fake_realtime::FunctionCall{spec.substr(0, colon), spec.substr(colon + 1)};
+      b.function_calls.push_back({spec.substr(0, colon), spec.substr(colon + 1)});
     } else if (flag == "--api-key") {
       b.required_api_key = value;
     } else {

@@ -224,6 +224,13 @@ std::shared_ptr<const ReplyAudio> make_reply_audio(const Behaviour& behaviour) {
   return audio;
 }
 
+// The function calls that successive turns answer with.
+std::vector<FunctionCall> scripted_calls(const Behaviour& behaviour) {
+  if (behaviour.function_call)
+    return {*behaviour.function_call};
+  return behaviour.function_calls;
+}
+
 void validate(const Behaviour& behaviour) {
   if (behaviour.reply_ms <= 0 || behaviour.reply_ms > 600000)
     throw std::invalid_argument("reply_ms must be in 1..600000");
@@ -235,10 +242,12 @@ void validate(const Behaviour& behaviour) {
     throw std::invalid_argument("reply_tone_hz must be in 1..11999");
   if (!(behaviour.speech_rms > 0) || behaviour.speech_rms > 1)
     throw std::invalid_argument("speech_rms must be in (0, 1]");
-  if (behaviour.function_call) {
-    if (behaviour.function_call->name.empty())
+  if (behaviour.function_call && !behaviour.function_calls.empty())
+    throw std::invalid_argument("set function_call or function_calls, not both");
+  for (const FunctionCall& call : scripted_calls(behaviour)) {
+    if (call.name.empty())
       throw std::invalid_argument("function_call needs a name");
-    if (!parse_object(behaviour.function_call->arguments_json.c_str(), -1))
+    if (!parse_object(call.arguments_json.c_str(), -1))
       throw std::invalid_argument("function_call arguments must be a JSON object");
   }
 }
@@ -653,7 +662,7 @@ class Session {
   void send_text(const std::string& text);
   void send_error(const std::string& type, const std::string& code, const std::string& message,
                   const std::string& param = "", const std::string& client_event_id = "");
-  void start_reply();
+  bool start_reply();
   void drop();
   void close_for_shutdown();
 
@@ -695,7 +704,7 @@ class Session {
 
   void start_response();
   JsonObj response_object(const std::string& id, const char* status) const;
-  JsonObj usage(int output_audio_ms, size_t output_text_words) const;
+  JsonObj usage(int output_audio_ms, size_t output_text_words);
   void run_function_call(const std::string& response_id, const FunctionCall& call);
   void start_audio_response(const std::string& response_id, const Behaviour& behaviour);
   static gboolean on_audio_tick(gpointer self);
@@ -738,7 +747,8 @@ class Session {
   std::optional<AudioResponse> response_;
   std::map<std::string, int> assistant_audio_ms_;  // audio sent (or left after truncation) per assistant item
   std::set<std::string> open_calls_;               // function calls awaiting their output
-  bool function_call_used_ = false;
+  size_t function_calls_used_ = 0;  // turns that answered with a scripted function call
+  bool reply_to_output_due_ = false; // a function_call_output arrived: the next response speaks
   std::string last_item_id_;
 };
 
@@ -837,7 +847,10 @@ void Session::on_closed(SoupWebsocketConnection* ws, gpointer self) {
   auto* session = static_cast<Session*>(self);
   g_message("session %zu: closed (code %u)", session->index_, soup_websocket_connection_get_close_code(ws));
   session->response_.reset();
-  session->update_record([](SessionSnapshot& r) { r.open = false; });
+  session->update_record([](SessionSnapshot& r) {
+    r.open = false;
+    r.response_active = false;
+  });
   g_signal_handlers_disconnect_by_data(ws, self);
   // Release the connection once this signal emission is over.
   GSource* idle = g_idle_source_new();
@@ -1151,6 +1164,7 @@ void Session::handle_item_create(JsonObject* event, const std::string& client_ev
       return;
     }
     open_calls_.erase(call_id);
+    reply_to_output_due_ = true;
     update_record([&](SessionSnapshot& r) { r.function_outputs.push_back(json_node_get_string(output)); });
   } else if (type == "message") {
     const std::string role = string_member(item, "role");
@@ -1269,12 +1283,13 @@ void Session::handle_response_cancel(JsonObject* event, const std::string& clien
   finish_audio_response("client_cancelled");
 }
 
-void Session::start_reply() {
+bool Session::start_reply() {
   if (response_) {
     g_message("session %zu: a response is already active; reply request ignored", index_);
-    return;
+    return false;
   }
   start_response();
+  return true;
 }
 
 JsonObj Session::response_object(const std::string& id, const char* status) const {
@@ -1290,11 +1305,16 @@ JsonObj Session::response_object(const std::string& id, const char* status) cons
   return response;
 }
 
-JsonObj Session::usage(int output_audio_ms, size_t output_text_words) const {
+// The usage of one response.done, also added to the session's totals.
+JsonObj Session::usage(int output_audio_ms, size_t output_text_words) {
   // Roughly the real rates: 10 audio tokens per second in, 20 out.
   const auto input_audio = static_cast<int64_t>(samples_total_ / kSampleRate * 10);
   const auto output_audio = static_cast<int64_t>(output_audio_ms / 50);
   const auto output_text = static_cast<int64_t>(output_text_words);
+  update_record([&](SessionSnapshot& r) {
+    r.input_tokens += input_audio;
+    r.output_tokens += output_audio + output_text;
+  });
   JsonObj cached, input, output, usage;
   cached.num("text_tokens", 0).num("audio_tokens", 0).num("image_tokens", 0);
   input.num("text_tokens", 0)
@@ -1323,9 +1343,10 @@ void Session::start_response() {
   JsonObj limits = event("rate_limits.updated");
   limits.arr("rate_limits", array_of(std::move(limit)));
   send(limits);
-  if (behaviour.function_call && !function_call_used_) {
-    function_call_used_ = true;
-    run_function_call(response_id, *behaviour.function_call);
+  const std::vector<FunctionCall> calls = scripted_calls(behaviour);
+  const bool new_turn = !std::exchange(reply_to_output_due_, false);
+  if (new_turn && function_calls_used_ < calls.size()) {
+    run_function_call(response_id, calls[function_calls_used_++]);
   } else {
     start_audio_response(response_id, behaviour);
   }
@@ -1379,6 +1400,7 @@ void Session::run_function_call(const std::string& response_id, const FunctionCa
 
 void Session::start_audio_response(const std::string& response_id, const Behaviour& behaviour) {
   AudioResponse& r = response_.emplace();
+  update_record([](SessionSnapshot& record) { record.response_active = true; });
   r.id = response_id;
   r.item_id = impl_.next_id("item");
   r.audio = impl_.current_reply_audio();
@@ -1464,6 +1486,7 @@ void Session::send_due_audio() {
 void Session::finish_audio_response(const char* cancel_reason) {
   AudioResponse r = std::move(*response_);
   response_.reset();
+  update_record([](SessionSnapshot& record) { record.response_active = false; });
   r.timer.reset();
   auto with_ids = [&](const char* type) {
     JsonObj e = event(type);
@@ -1574,6 +1597,9 @@ JsonObj summary(const SessionSnapshot& s) {
       .num("speech_stopped", s.speech_stopped)
       .num("responses_started", s.responses_started)
       .num("responses_cancelled", s.responses_cancelled)
+      .boolean("response_active", s.response_active)
+      .num("input_tokens", s.input_tokens)
+      .num("output_tokens", s.output_tokens)
       .arr("truncates", truncates)
       .arr("function_outputs", outputs)
       .arr("errors_sent", errors)
@@ -1799,7 +1825,12 @@ void Server::Impl::handle_control(SoupServerMessage* msg, const std::string& pat
   if (verb == "drop") {
     with_session(index, [](Session& s) { s.drop(); });
   } else if (verb == "reply") {
-    with_session(index, [](Session& s) { s.start_reply(); });
+    bool started = false;
+    with_session(index, [&](Session& s) { started = s.start_reply(); });
+    if (!started) {
+      reply_http_error(msg, SOUP_STATUS_CONFLICT, "response_active", "A response is already in progress.");
+      return;
+    }
   } else if (verb == "send") {
     g_autoptr(GBytes) body = soup_message_body_flatten(soup_server_message_get_request_body(msg));
     gsize length = 0;
@@ -1871,8 +1902,10 @@ void Server::send_error(size_t session, const std::string& type, const std::stri
   impl_->with_session(session, [&](Session& s) { s.send_error(type, code, message); });
 }
 
-void Server::start_reply(size_t session) {
-  impl_->with_session(session, [](Session& s) { s.start_reply(); });
+bool Server::start_reply(size_t session) {
+  bool started = false;
+  impl_->with_session(session, [&](Session& s) { started = s.start_reply(); });
+  return started;
 }
 
 void Server::drop(size_t session) {

@@ -1,8 +1,8 @@
 // A fake OpenAI Realtime (GA) server for tests: speaks the real protocol over a
 // real WebSocket (libsoup SoupServer) on 127.0.0.1, with scripted behaviour:
 // energy VAD on the appended audio, spoken replies made of a sine tone sent
-// faster than real time, barge-in cancellation, truncation checks, one
-// optional function call, and the error events of the real API.
+// faster than real time, barge-in cancellation, truncation checks, scripted
+// function calls (one per turn), and the error events of the real API.
 //
 // The same port serves a small HTTP control API for tests written in other
 // languages (see README section in fake_realtime_main.cpp):
@@ -10,6 +10,7 @@
 //   POST /_test/sessions/<i>/drop     close session i abruptly
 //   POST /_test/sessions/<i>/send     send the request body as a text frame
 //   POST /_test/sessions/<i>/reply    start a reply now, as if a turn ended
+//                                     (409 while a response is active)
 #pragma once
 
 #include <cstddef>
@@ -33,7 +34,13 @@ struct Behaviour {
   int delta_ms = 100;              // audio per response.output_audio.delta
   int reply_tone_hz = 440;         // reply audio: a sine tone (easy to detect downstream)
   double speech_rms = 0.02;        // input RMS (fraction of full scale) above which a 20 ms window is speech
-  std::optional<FunctionCall> function_call;  // first turn of a session answers with this call instead of audio
+  // Scripted function calls: the first turn of a session (a response that does
+  // not follow a function_call_output) answers with function_calls[0] instead
+  // of audio, the next turn with [1], and so on; once they are used up, turns
+  // get spoken replies. The response created after a function_call_output is
+  // always a spoken reply.
+  std::vector<FunctionCall> function_calls;
+  std::optional<FunctionCall> function_call;  // the one-call form; not together with function_calls
   std::string reply_transcript = "Hello from the fake assistant.";
   std::string required_api_key;    // if non-empty, Bearer/api-key must equal it, else HTTP 401
   // Memory for long load tests: when false, appends are counted (see
@@ -72,6 +79,8 @@ struct SessionSnapshot {
   int64_t input_samples = 0;              // samples appended (also counted when not kept)
   double input_rms = 0;                   // RMS of all input, fraction of full scale
   double input_dominant_hz = 0;           // zero-crossing estimate over voiced 20 ms windows, 0 if none
+  bool response_active = false;           // a response is in progress
+  int64_t input_tokens = 0, output_tokens = 0;  // sums of the usage in every response.done sent
 };
 
 class Server {
@@ -96,7 +105,9 @@ class Server {
   // do nothing (but log) for a session that is already closed.
   void send_raw(size_t session, const std::string& text);  // any text frame, valid JSON or not
   void send_error(size_t session, const std::string& type, const std::string& code, const std::string& message);
-  void start_reply(size_t session);  // start a reply now (as if a turn ended); ignored while one is active
+  // Starts a reply now (as if a turn ended); returns false (and does nothing)
+  // while a response is active.
+  bool start_reply(size_t session);
   void drop(size_t session);         // close the socket abruptly (TCP shutdown, no close frame)
 
   class Impl;

@@ -564,6 +564,56 @@ TEST(FakeRealtime, FunctionCallFlow) {
   EXPECT_EQ(server.session(0).function_outputs, std::vector<std::string>{R"({"temp_c":21})"});
 }
 
+// Each turn answers with the next scripted call; the response after a
+// function's output speaks; once the calls are used up, turns speak.
+TEST(FakeRealtime, FunctionCallSequenceOnePerTurn) {
+  Server server{Behaviour{.reply_ms = 300, .reply_speed = 20.0,
+                          .function_calls = {FunctionCall{"create_task", R"({"title":"Buy milk"})"},
+                                             FunctionCall{"list_tasks", "{}"}}}};
+  Client client;
+  open_session(client, server);
+  auto answer_call = [&](size_t nth, const std::string& output) {
+    const Event& call = client.wait_for("response.function_call_arguments.done", nth);
+    client.send(R"({"type":"conversation.item.create","item":{"type":"function_call_output","call_id":")" +
+                call.str("call_id") + R"(","output":")" + output + R"("}})");
+    return std::make_pair(call.str("name"), call.str("arguments"));
+  };
+  auto response_done = [&](size_t nth) { return member(client.wait_for("response.done", nth).obj("response"), "id"); };
+
+  client.send(R"({"type":"response.create"})");  // turn 1
+  EXPECT_EQ(answer_call(0, "{}"), std::make_pair(std::string("create_task"), std::string(R"({"title":"Buy milk"})")));
+  response_done(0);
+  client.send(R"({"type":"response.create"})");  // after the output: spoken
+  EXPECT_EQ(delta_ms_of(client, response_done(1)), 300);
+  EXPECT_EQ(client.count("response.function_call_arguments.done"), 1u);
+
+  ASSERT_TRUE(server.start_reply(0));  // turn 2, started by the test
+  EXPECT_EQ(answer_call(1, "{\\\"count\\\":1}").first, "list_tasks");
+  response_done(2);
+  client.send(R"({"type":"response.create"})");
+  EXPECT_EQ(delta_ms_of(client, response_done(3)), 300);
+
+  client.send(R"({"type":"response.create"})");  // turn 3: the script is used up
+  client.wait_for("response.created", 4);
+  EXPECT_FALSE(server.start_reply(0)) << "a response is active";
+  EXPECT_EQ(delta_ms_of(client, response_done(4)), 300);
+  EXPECT_EQ(client.count("response.function_call_arguments.done"), 2u);
+
+  const fake_realtime::SessionSnapshot s = server.session(0);
+  EXPECT_EQ(s.function_outputs, (std::vector<std::string>{"{}", R"({"count":1})"}));
+  EXPECT_EQ(s.responses_started, 5);
+  EXPECT_FALSE(s.response_active);
+  // Each reply: 300 ms of audio = 6 tokens, plus its 5 transcript words; each function call 1.
+  EXPECT_EQ(s.output_tokens, 3 * (6 + 5) + 2);
+  EXPECT_EQ(s.input_tokens, 0);  // no audio appended
+
+  // A second session starts the script again.
+  Client second;
+  open_session(second, server);
+  second.send(R"({"type":"response.create"})");
+  EXPECT_EQ(second.wait_for("response.function_call_arguments.done").str("name"), "create_task");
+}
+
 TEST(FakeRealtime, ResponseCreateAndCancelRules) {
   Server server{Behaviour{.reply_ms = 20000, .reply_speed = 1.0}};
   Client client;
@@ -681,6 +731,10 @@ TEST(FakeRealtime, RejectsNonsenseConfiguration) {
   EXPECT_THROW(Server{Behaviour{.delta_ms = 0}}, std::invalid_argument);
   const Behaviour bad_call{.function_call = FunctionCall{"f", "not json"}};
   EXPECT_THROW(Server{bad_call}, std::invalid_argument);
+  const Behaviour bad_in_sequence{.function_calls = {FunctionCall{"f", "{}"}, FunctionCall{"", "{}"}}};
+  EXPECT_THROW(Server{bad_in_sequence}, std::invalid_argument);
+  const Behaviour both{.function_calls = {FunctionCall{"f", "{}"}}, .function_call = FunctionCall{"g", "{}"}};
+  EXPECT_THROW(Server{both}, std::invalid_argument);
   Server server;
   EXPECT_THROW(server.set_behaviour(Behaviour{.reply_speed = 0}), std::invalid_argument);
   EXPECT_EQ(server.behaviour().reply_speed, 4.0);  // unchanged
@@ -691,7 +745,8 @@ TEST(FakeRealtime, StandaloneProgramPrintsItsUrlAndStopsOnSigterm) {
   const char* build_root = getenv("VOICEBRIDGE_BUILD_ROOT");
   ASSERT_NE(build_root, nullptr) << "run through meson test";
   const std::string program = std::string(build_root) + "/tests/doubles/fake-realtime";
-  const char* argv[] = {program.c_str(), "--reply-ms", "300", "--function-call", "lookup:{\"q\":1}", nullptr};
+  const char* argv[] = {program.c_str(), "--reply-ms", "300", "--function-call", "lookup:{\"q\":1}",
+                        "--function-call", "list_tasks:{}", nullptr};
   GPid pid = 0;
   gint out_fd = -1;
   ASSERT_TRUE(g_spawn_async_with_pipes(nullptr, const_cast<char**>(argv), nullptr, G_SPAWN_DO_NOT_REAP_CHILD, nullptr,
@@ -711,6 +766,9 @@ TEST(FakeRealtime, StandaloneProgramPrintsItsUrlAndStopsOnSigterm) {
     client.wait_for("session.created");
     client.send(R"({"type":"response.create"})");
     EXPECT_EQ(client.wait_for("response.function_call_arguments.done").str("name"), "lookup");
+    client.wait_for("response.done");
+    client.send(R"({"type":"response.create"})");  // the next turn: the second --function-call
+    EXPECT_EQ(client.wait_for("response.function_call_arguments.done", 1).str("name"), "list_tasks");
   }
   kill(pid, SIGTERM);
   int status = 0;

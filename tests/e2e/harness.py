@@ -33,6 +33,8 @@ from fake_meta.graph_api import FakeGraphApi  # noqa: E402
 
 SOURCE_ROOT = Path(os.environ.get("VOICEBRIDGE_SOURCE_ROOT", HERE.parent.parent))
 BUILD_ROOT = Path(os.environ.get("VOICEBRIDGE_BUILD_ROOT", SOURCE_ROOT / "build"))
+# Another build of the server (e.g. with sanitizers) may stand in for this one.
+SERVER_BINARY = Path(os.environ.get("VOICEBRIDGE_SERVER", BUILD_ROOT / "src/voicebridge"))
 
 VERIFY_TOKEN = "e2e-verify-token"
 APP_SECRET = "e2e-app-secret"
@@ -206,7 +208,7 @@ class Harness:
             self.realtime_url = f"ws://127.0.0.1:{free_port()}/v1/realtime"
         self.port = free_port()
         self.webhook = webhooks.WebhookSender(f"{self.base_url}/webhook", APP_SECRET)
-        self.server = ManagedProcess("voicebridge", [str(BUILD_ROOT / "src/voicebridge")],
+        self.server = ManagedProcess("voicebridge", [str(SERVER_BINARY)],
                                      self.log_dir / "voicebridge.log", self.server_env())
         await self.server.start()
         await self.wait_until(self._healthy, 20, "voicebridge /health to answer")
@@ -273,6 +275,21 @@ class Harness:
         """The fake AI session whose instructions carry the caller's profile name."""
         matches = [s for s in await self.sessions() if caller.name in (s.get("instructions") or "")]
         return matches[-1] if matches else None
+
+    async def start_reply(self, caller: Caller) -> bool:
+        """Makes the fake AI start a new turn in the caller's session now, as
+        if the caller had finished speaking (the next scripted function call,
+        if any is left). False while a response is still in progress."""
+        sessions = await self.sessions()
+        indexes = [i for i, s in enumerate(sessions) if caller.name in (s.get("instructions") or "")]
+        if not indexes:
+            raise AssertionError(f"no Realtime session carries {caller.name!r}")
+        http_url = self.realtime_url.replace("ws://", "http://").split("/v1/")[0]
+        async with self.http.post(f"{http_url}/_test/sessions/{indexes[-1]}/reply") as response:
+            if response.status == 409:
+                return False
+            response.raise_for_status()
+            return True
 
     async def wait_until(self, predicate: Callable[[], Union[bool, Awaitable[bool]]],
                          timeout: float, what: str, interval: float = 0.1) -> None:
