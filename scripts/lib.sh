@@ -17,7 +17,7 @@ VB_RUNTIME_PACKAGES=(
   python3-aiortc python3-aiohttp python3-numpy
 )
 VB_TEST_PACKAGES=(
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev prometheus python3-yaml
 )
 
 # Installs whichever of the given packages are missing; a no-op (one dpkg-query)
