@@ -27,6 +27,8 @@
 // | DATABASE_URL                 | unset (tools answer unavailable)  | libpq URI or key=value connection string      |
 // | DATABASE_POOL_SIZE           | 4                                 | integer 1-64                                  |
 // | DEFAULT_TIME_ZONE            | from the caller's country code    | IANA time zone id, e.g. Europe/Berlin         |
+// | LOG_FORMAT                   | text                              | text or json (one JSON object per line)       |
+// | DRAIN_TIMEOUT_S              | 30                                | integer 1-3600                                |
 //
 // An empty value counts as unset. With all three AZURE_* variables set, the OPENAI_API_KEY, OPENAI_REALTIME_URL and
 // OPENAI_REALTIME_MODEL variables are ignored.
@@ -258,6 +260,18 @@ void read_database(ConfigReader& reader, Config& config) {
   }
 }
 
+void read_operations(ConfigReader& reader, Config& config) {
+  if (auto format = reader.get("LOG_FORMAT")) {
+    if (*format == "text")
+      config.log_format = LogFormat::Text;
+    else if (*format == "json")
+      config.log_format = LogFormat::Json;
+    else
+      reader.error("LOG_FORMAT", "expected text or json, got " + ConfigReader::quoted(*format));
+  }
+  config.drain_timeout_s = reader.integer("DRAIN_TIMEOUT_S", config.drain_timeout_s, 1, 3600);
+}
+
 }  // namespace
 
 ConfigResult load_config(const EnvLookup& env) {
@@ -275,6 +289,7 @@ ConfigResult load_config(const EnvLookup& env) {
   config.call_setup_timeout_s = reader.integer("CALL_SETUP_TIMEOUT_S", config.call_setup_timeout_s, 1, 120);
   config.webhook_max_age_s = reader.integer("WEBHOOK_MAX_AGE_S", config.webhook_max_age_s, 1, 86400);
   read_database(reader, config);
+  read_operations(reader, config);
 
   ConfigResult result;
   result.errors = std::move(reader.errors());
@@ -297,7 +312,9 @@ std::string Config::describe() const {
          " call_setup_timeout_s=" + std::to_string(call_setup_timeout_s) +
          " webhook_max_age_s=" + std::to_string(webhook_max_age_s) + " database=" + secret(database_url) +
          " database_pool_size=" + std::to_string(database_pool_size) +
-         " default_time_zone=" + (default_time_zone.empty() ? "(from caller)" : default_time_zone);
+         " default_time_zone=" + (default_time_zone.empty() ? "(from caller)" : default_time_zone) +
+         " log_format=" + (log_format == LogFormat::Json ? "json" : "text") +
+         " drain_timeout_s=" + std::to_string(drain_timeout_s);
 }
 
 }  // namespace vb

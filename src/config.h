@@ -23,6 +23,8 @@ struct RealtimeSettings {
   std::string instructions;
 };
 
+enum class LogFormat { Text, Json };
+
 struct Config {
   int port = 8080;
   std::string verify_token, app_secret, access_token, phone_number_id;
@@ -35,6 +37,8 @@ struct Config {
   std::string database_url;       // DATABASE_URL: libpq URI or key=value string; empty = no database
   int database_pool_size = 4;     // DATABASE_POOL_SIZE
   std::string default_time_zone;  // DEFAULT_TIME_ZONE: IANA id for every caller; empty = from the country code
+  LogFormat log_format = LogFormat::Text;  // LOG_FORMAT: text (GLib's own lines) or json (one object per line)
+  int drain_timeout_s = 30;       // DRAIN_TIMEOUT_S: after SIGTERM, active calls get this long to end
 
   // One log line of the effective settings, secrets shown as "(set)".
   std::string describe() const;

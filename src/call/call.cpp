@@ -41,13 +41,29 @@ const char* to_string(EndReason reason) {
   return "?";
 }
 
-Call::Call(InboundCallInfo info, const Config& config, GraphApi& graph, Tools& tools, Database* db,
+CallOutcome outcome_of(EndReason reason, bool answered) {
+  switch (reason) {
+    case EndReason::CallerHungUp:
+    case EndReason::AssistantEnded: return CallOutcome::Completed;
+    // Drained calls were served; ones not yet accepted were refused.
+    case EndReason::Shutdown: return answered ? CallOutcome::Completed : CallOutcome::Rejected;
+    // Before the answer, the AI session not opening means we could not take the call.
+    case EndReason::RealtimeFailed: return answered ? CallOutcome::Failed : CallOutcome::Rejected;
+    case EndReason::SetupTimeout:
+    case EndReason::MediaFailed:
+    case EndReason::GraphRefused: return CallOutcome::Failed;
+  }
+  return CallOutcome::Failed;
+}
+
+Call::Call(InboundCallInfo info, const Config& config, GraphApi& graph, Tools& tools, Database* db, Metrics& metrics,
            FinishedFn on_finished)
     : info_(std::move(info)),
       config_(config),
       graph_(graph),
       tools_(tools),
       db_(db),
+      metrics_(metrics),
       on_finished_(std::move(on_finished)) {}
 
 Call::~Call() = default;
@@ -127,6 +143,7 @@ MediaEvents Call::media_events() {
     input_tokens_ += input_tokens;
     output_tokens_ += output_tokens;
   };
+  events.on_realtime_error = [this](const std::string& code) { metrics_.realtime_error(code); };
   return events;
 }
 
@@ -164,6 +181,7 @@ void Call::maybe_accept() {
   if (state_ != CallState::Connecting || !media_connected_)
     return;
   set_state(CallState::Accepting);
+  accept_sent_monotonic_us_ = g_get_monotonic_time();
   graph_.accept(id(), answer_sdp_, [weak = alive_.weak()](const GraphResult& result) {
     if (auto self = weak.lock())
       (*self)->on_accepted(result.ok);
@@ -179,6 +197,7 @@ void Call::on_accepted(bool ok) {
   }
   setup_timer_.reset();
   answered_us_ = g_get_real_time();
+  metrics_.call_setup(static_cast<double>(accept_sent_monotonic_us_ - created_monotonic_us_) / G_USEC_PER_SEC);
   set_state(CallState::Active);
   media_->start_sending();
 }
@@ -187,6 +206,7 @@ void Call::on_function_call(const std::string& tool_call_id, const std::string& 
   log("tool %s called", name.c_str());
   if (name == kEndCallTool) {
     // No function_call_output: it would make the model speak again while we hang up.
+    metrics_.tool_call(name, true);
     if (!hangup_timer_.active())
       hangup_timer_ = run_after(kEndCallGraceMs, [this] {
         hangup_timer_.release();
@@ -196,13 +216,15 @@ void Call::on_function_call(const std::string& tool_call_id, const std::string& 
   }
   // The caller's number comes from the webhook, never from the model.
   tools_.run(info_.caller.number, name, arguments,
-             [weak = alive_.weak(), tool_call_id, name](std::string result) {
+             [weak = alive_.weak(), &metrics = metrics_, tool_call_id, name](std::string result) {
+               // Metrics outlives every call: count tools that answer after a hang-up too.
+               const bool failed = result.find("\"error\"") != std::string::npos;
+               metrics.tool_call(name, !failed);
                auto self = weak.lock();
                if (!self || (*self)->state_ == CallState::Ended)
                  return;
                Call& call = **self;
-               call.log("tool %s answered%s", name.c_str(),
-                        result.find("\"error\"") != std::string::npos ? " with an error" : "");
+               call.log("tool %s answered%s", name.c_str(), failed ? " with an error" : "");
                call.media_->send_function_result(tool_call_id, result);
              });
 }
@@ -227,6 +249,9 @@ void Call::end(EndReason reason) {
   }
   setup_timer_.reset();
   hangup_timer_.reset();
+  metrics_.call_ended(direction(), outcome_of(reason, answered));
+  if (media_)
+    metrics_.media_finished(media_->totals());
   // end() may run inside one of the media's own callbacks: free the pipeline
   // once that callback has returned.
   run_soon([media = std::shared_ptr<CallMedia>(std::move(media_))] {});
@@ -234,6 +259,8 @@ void Call::end(EndReason reason) {
   record();
   on_finished_(id());
 }
+
+MediaTotals Call::media_totals() const { return media_ ? media_->totals() : MediaTotals{}; }
 
 void Call::record() {
   if (!db_)

@@ -18,6 +18,7 @@
 #include "call/media.h"
 #include "config.h"
 #include "glib_util.h"
+#include "http/metrics.h"
 
 namespace vb {
 
@@ -39,6 +40,10 @@ enum class EndReason {
 };
 const char* to_string(EndReason reason);
 
+// How a call that ended this way counts in voicebridge_calls_total
+// (`answered`: Meta had been sent the accept).
+CallOutcome outcome_of(EndReason reason, bool answered);
+
 struct InboundCallInfo {
   std::string call_id;
   CallerContext caller;
@@ -55,7 +60,7 @@ class Call {
   using FinishedFn = std::function<void(const std::string& call_id)>;
 
   // `db` may be null (no DATABASE_URL): the call then leaves no record.
-  Call(InboundCallInfo info, const Config& config, GraphApi& graph, Tools& tools, Database* db,
+  Call(InboundCallInfo info, const Config& config, GraphApi& graph, Tools& tools, Database* db, Metrics& metrics,
        FinishedFn on_finished);
   ~Call();
   Call(const Call&) = delete;
@@ -72,6 +77,9 @@ class Call {
   const std::string& id() const { return info_.call_id; }
   CallState state() const { return state_; }
   const std::vector<TranscriptLine>& transcript() const { return transcript_; }
+  CallDirection direction() const { return CallDirection::Inbound; }
+  // Audio and barge-ins so far; zero once the call has ended (Metrics has them then).
+  MediaTotals media_totals() const;
 
  private:
   void start_media(const std::string& caller_summary);
@@ -90,6 +98,7 @@ class Call {
   GraphApi& graph_;
   Tools& tools_;
   Database* db_;
+  Metrics& metrics_;
   FinishedFn on_finished_;
   std::unique_ptr<CallMedia> media_;
   CallState state_ = CallState::Answering;
@@ -101,6 +110,8 @@ class Call {
   int64_t output_tokens_ = 0;
   EndReason end_reason_ = EndReason::Shutdown;
   int64_t started_us_ = g_get_real_time();
+  int64_t created_monotonic_us_ = g_get_monotonic_time();  // the connect webhook was handled
+  int64_t accept_sent_monotonic_us_ = 0;
   int64_t answered_us_ = 0;
   int64_t ended_us_ = 0;
   ScopedSource setup_timer_;

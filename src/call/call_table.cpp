@@ -18,8 +18,8 @@ constexpr size_t kPruneThreshold = 4096;
 
 }  // namespace
 
-CallTable::CallTable(const Config& config, GraphApi& graph, Tools& tools, Database* db)
-    : config_(config), graph_(graph), tools_(tools), db_(db) {}
+CallTable::CallTable(const Config& config, GraphApi& graph, Tools& tools, Database* db, Metrics& metrics)
+    : config_(config), graph_(graph), tools_(tools), db_(db), metrics_(metrics) {}
 
 CallTable::~CallTable() = default;
 
@@ -85,21 +85,33 @@ void CallTable::on_connect(const CallEvent& event) {
               g_get_real_time() / G_USEC_PER_SEC - event.timestamp, config_.webhook_max_age_s);
     return;
   }
-  if (event.from.empty()) {
-    // Tools are scoped to the caller's number; without it we cannot serve the call.
-    reject(call_id, "the connect carries no caller number");
+  if (refuse_if_unservable(event))
     return;
-  }
-  if (calls_.size() >= static_cast<size_t>(config_.max_concurrent_calls)) {
-    ++rejected_over_capacity_;
-    reject(call_id, "at capacity (MAX_CONCURRENT_CALLS)");
-    return;
-  }
   InboundCallInfo info{call_id, CallerContext{event.from, event.caller_name}, event.sdp};
-  auto call = std::make_unique<Call>(std::move(info), config_, graph_, tools_, db_,
+  auto call = std::make_unique<Call>(std::move(info), config_, graph_, tools_, db_, metrics_,
                                      [this](const std::string& id) { remove_later(id); });
   Call& started = *calls_.emplace(call_id, std::move(call)).first->second;
   started.start();
+}
+
+// Rejects (through the Graph API) a new call we cannot take; true if it did.
+bool CallTable::refuse_if_unservable(const CallEvent& event) {
+  const char* why = nullptr;
+  if (draining_) {
+    why = "the server is draining (shutting down)";
+  } else if (event.from.empty()) {
+    // Tools are scoped to the caller's number; without it we cannot serve the call.
+    why = "the connect carries no caller number";
+  } else if (at_capacity()) {
+    ++rejected_over_capacity_;
+    metrics_.capacity_rejection();
+    why = "at capacity (MAX_CONCURRENT_CALLS)";
+  }
+  if (!why)
+    return false;
+  metrics_.call_ended(CallDirection::Inbound, CallOutcome::Rejected);
+  reject(event.call_id, why);
+  return true;
 }
 
 void CallTable::on_terminate(const CallEvent& event) {
@@ -139,6 +151,18 @@ void CallTable::remove_later(const std::string& call_id) {
     if (table.calls_.erase(call_id) && table.on_call_removed)
       table.on_call_removed(call_id);
   });
+}
+
+size_t CallTable::active_calls(CallDirection direction) const {
+  auto in_direction = [direction](const auto& entry) { return entry.second->direction() == direction; };
+  return static_cast<size_t>(std::count_if(calls_.begin(), calls_.end(), in_direction));
+}
+
+MediaTotals CallTable::live_media() const {
+  MediaTotals totals;
+  for (const auto& [id, call] : calls_)
+    totals += call->media_totals();
+  return totals;
 }
 
 void CallTable::end_all(EndReason reason) {

@@ -563,6 +563,7 @@ void CallMedia::on_bus_message(GstMessage* message) {
       gst_message_parse_error_details(message, &details);
       std::string reason;
       if (details && gst_structure_has_name(details, "openairealtime-error")) {
+        realtime_error_reported(details);
         const char* type = gst_structure_get_string(details, "type");
         const char* code = gst_structure_get_string(details, "code");
         const char* text = gst_structure_get_string(details, "message");
@@ -583,6 +584,10 @@ void CallMedia::on_bus_message(GstMessage* message) {
       g_autoptr(GError) warning = nullptr;
       g_autofree gchar* debug = nullptr;
       gst_message_parse_warning(message, &warning, &debug);
+      const GstStructure* details = nullptr;
+      gst_message_parse_warning_details(message, &details);
+      if (details && gst_structure_has_name(details, "openairealtime-error"))
+        realtime_error_reported(details);
       g_warning("media: warning from %s: %s", GST_OBJECT_NAME(GST_MESSAGE_SRC(message)), warning->message);
       break;
     }
@@ -601,6 +606,21 @@ void CallMedia::usage_reported(const GstStructure* usage) {
   }
   if (events_.on_usage)
     events_.on_usage(*input, *output);
+}
+
+void CallMedia::realtime_error_reported(const GstStructure* details) {
+  const char* code = gst_structure_get_string(details, "code");
+  if (events_.on_realtime_error)
+    events_.on_realtime_error(code ? code : "");
+}
+
+MediaTotals CallMedia::totals() const {
+  if (!realtime_)
+    return {};
+  guint64 sent_input_ms = 0, played_ms = 0;
+  guint barge_ins = 0;
+  g_object_get(realtime_, "sent-input-ms", &sent_input_ms, "played-ms", &played_ms, "barge-ins", &barge_ins, nullptr);
+  return {sent_input_ms / kAudioFrameMs, played_ms / kAudioFrameMs, barge_ins};
 }
 
 void CallMedia::report_failure(const std::string& reason) {

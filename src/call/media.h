@@ -17,6 +17,7 @@
 #include "call/sdp.h"
 #include "config.h"
 #include "glib_util.h"
+#include "http/metrics.h"
 
 namespace vb {
 
@@ -42,6 +43,8 @@ struct MediaEvents {
   std::function<void(std::string role, std::string text)> on_transcript;
   // Tokens one AI response used (its response.done), whatever its status.
   std::function<void(int64_t input_tokens, int64_t output_tokens)> on_usage;
+  // An error event of the Realtime API, fatal or not (its `code`, "" when it had none).
+  std::function<void(const std::string& code)> on_realtime_error;
 };
 
 // Registers the statically linked openairealtime plugin; safe to call more
@@ -64,6 +67,8 @@ class CallMedia {
   // Asks the AI to speak now; empty instructions = the session's own.
   void ask_to_speak(const std::string& instructions);
   const std::string& answer_sdp() const { return answer_sdp_; }
+  // Audio exchanged with the AI and barge-ins so far (the element's counters).
+  MediaTotals totals() const;
 
   // Stops and frees the pipeline. Call it on the main loop, not from inside
   // one of the MediaEvents callbacks.
@@ -90,6 +95,7 @@ class CallMedia {
   void function_called(const std::string& call_id, const std::string& name, const std::string& arguments);
   void on_bus_message(GstMessage* message);
   void usage_reported(const GstStructure* usage);
+  void realtime_error_reported(const GstStructure* details);
   void report_failure(const std::string& reason);
 
   MediaSettings settings_;

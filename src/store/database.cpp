@@ -50,7 +50,10 @@ QueryResult QueryResult::from(PGresultPtr pg) {
     return result;
   }
   std::string sqlstate = PQresultErrorField(pg.get(), PG_DIAG_SQLSTATE) ?: "";
-  std::string message = trimmed(PQresultErrorMessage(pg.get()));
+  // The primary message only: its DETAIL may quote row values (phone numbers)
+  // and error() ends up in log lines.
+  const char* primary = PQresultErrorField(pg.get(), PG_DIAG_MESSAGE_PRIMARY);
+  std::string message = trimmed(primary ? primary : PQresultErrorMessage(pg.get()));
   // Classes that say nothing about the statement: connection exceptions (08),
   // transaction rollbacks such as deadlocks (40), insufficient resources
   // (53), operator intervention such as timeouts and shutdowns (57).
@@ -358,6 +361,7 @@ void Database::connect_slot(Slot& slot) {
 
 void Database::on_slot_connected(Slot& slot, bool ok, const std::string& error) {
   if (!ok) {
+    ++errors_;
     // The first failure, then one line in twenty while the outage lasts.
     if (slot.failures % 20 == 0)
       g_warning("database: connection %d failed (attempt %d): %s", slot.index, slot.failures + 1, error.c_str());
@@ -383,6 +387,7 @@ void Database::on_slot_connected(Slot& slot, bool ok, const std::string& error) 
 }
 
 void Database::on_slot_lost(Slot& slot, const std::string& error) {
+  ++errors_;
   g_warning("database: connection %d lost: %s", slot.index, error.c_str());
   auto job = std::move(slot.job);
   schedule_reconnect(slot);
@@ -623,6 +628,8 @@ void Database::update_health() {
 }
 
 void Database::deliver(Done done, QueryResult result) {
+  if (!result.ok())
+    ++errors_;
   auto shared = std::make_shared<QueryResult>(std::move(result));
   run_soon([alive = alive_.weak(), done = std::move(done), shared] {
     if (alive.lock())

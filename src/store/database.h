@@ -110,6 +110,10 @@ class Database {
   void transaction(std::vector<Statement> statements, Done done);
   void transaction(TransactionStep step, Done done);
 
+  // Queries that did not succeed, failed connection attempts and lost
+  // connections, since start (for voicebridge_database_errors_total).
+  uint64_t errors() const { return errors_; }
+
   int pool_size() const { return static_cast<int>(slots_.size()); }
   int live_connections() const;
 
@@ -146,6 +150,7 @@ class Database {
   int migration_failures_ = 0;
   ScopedSource migration_retry_;
   bool was_healthy_ = false;
+  uint64_t errors_ = 0;
   AliveToken<Database> alive_{this};
 };
 

@@ -54,6 +54,13 @@ std::string utc_offset(int64_t unix_time, const std::string& time_zone) {
 
 Tools::Tools(Database* db, const Config& config) : db_(db), configured_time_zone_(config.default_time_zone) {}
 
+std::vector<std::string> Tools::names() {
+  std::vector<std::string> names;
+  for (const auto& tool : kTools) names.emplace_back(tool.name);
+  names.emplace_back(kEndCallTool);
+  return names;
+}
+
 std::string Tools::time_zone_for(const std::string& phone_number) const {
   return caller_time_zone(phone_number, configured_time_zone_);
 }

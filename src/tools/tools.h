@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "assistant/assistant.h"
 #include "config.h"
@@ -22,6 +23,8 @@ class Tools {
   // complete_task, delete_task, create_reminder, list_reminders,
   // cancel_reminder and end_call.
   static std::string definitions_json();
+  // The names of those tools, end_call included.
+  static std::vector<std::string> names();
 
   // Runs tool `name` for the caller `phone_number` (from the webhook, never
   // from the model); `done` gets the function_call_output: a JSON object, with

@@ -161,6 +161,7 @@ void GraphApi::cancel_all() {
   cancellable_ = g_cancellable_new();
   for (const auto& [source_id, request] : scheduled_) g_source_remove(source_id);
   scheduled_.clear();
+  in_flight_ = 0;
 }
 
 void GraphApi::pre_accept(const std::string& call_id, const std::string& sdp_answer, GraphCallback done) {
@@ -197,6 +198,7 @@ void GraphApi::connect(const std::string& to, const std::string& sdp_offer, cons
 
 void GraphApi::start(std::unique_ptr<Request> request) {
   request->api = this;
+  ++in_flight_;
   request->cancellable = G_CANCELLABLE(g_object_ref(cancellable_));
   send(std::move(request));
 }
@@ -288,6 +290,7 @@ void GraphApi::finish(std::unique_ptr<Request> request, const GraphResult& resul
           request->subject.c_str(), describe_failure(result).c_str());
   GraphCallback done = std::move(request->done);
   request.reset();
+  --in_flight_;
   // Last: the callback may destroy this GraphApi.
   if (done) done(result);
 }

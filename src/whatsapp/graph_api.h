@@ -47,6 +47,9 @@ class GraphApi {
   // Drops every pending request and retry; their callbacks are never called. The client stays usable.
   void cancel_all();
 
+  // Requests started whose callback has not run yet (retries waiting included).
+  size_t in_flight() const { return in_flight_; }
+
   void set_retry_policy(RetryPolicy policy) { retry_policy_ = std::move(policy); }
   void set_request_timeout_s(unsigned seconds);  // per attempt; default 10
 
@@ -65,6 +68,7 @@ class GraphApi {
   SoupSession* session_;          // owned
   GCancellable* cancellable_;     // owned; replaced by cancel_all()
   std::map<guint, std::unique_ptr<Request>> scheduled_;  // retry timer source id -> request waiting for it
+  size_t in_flight_ = 0;
 };
 
 }  // namespace vb

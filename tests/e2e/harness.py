@@ -180,6 +180,8 @@ class Harness:
             "MAX_CONCURRENT_CALLS": "10",
             "CALL_SETUP_TIMEOUT_S": "10",
             "WEBHOOK_MAX_AGE_S": "60",
+            # A call still up at SIGTERM is terminated after this drain.
+            "DRAIN_TIMEOUT_S": "1",
         })
         for name, value in self.env_overrides.items():
             if value is None:

@@ -313,5 +313,38 @@ TEST(Config, DescribeHidesTheDatabasePassword) {
   EXPECT_NE(line.find("database=(set)"), std::string::npos);
 }
 
+TEST(Config, OperationsDefaults) {
+  auto result = load(minimal_env());
+  ASSERT_TRUE(result.config);
+  EXPECT_EQ(result.config->log_format, LogFormat::Text);
+  EXPECT_EQ(result.config->drain_timeout_s, 30);
+  EXPECT_NE(result.config->describe().find("log_format=text drain_timeout_s=30"), std::string::npos);
+}
+
+TEST(Config, OperationsSettings) {
+  Env env = minimal_env();
+  env["LOG_FORMAT"] = "json";
+  env["DRAIN_TIMEOUT_S"] = "3600";
+  auto result = load(env);
+  ASSERT_TRUE(result.config) << (result.errors.empty() ? "" : result.errors[0]);
+  EXPECT_EQ(result.config->log_format, LogFormat::Json);
+  EXPECT_EQ(result.config->drain_timeout_s, 3600);
+  EXPECT_EQ(load_with("LOG_FORMAT", "text").config->log_format, LogFormat::Text);
+  EXPECT_EQ(load_with("DRAIN_TIMEOUT_S", "1").config->drain_timeout_s, 1);
+}
+
+TEST(Config, BadOperationsSettingsAreNamed) {
+  for (const char* format : {"JSON", "logfmt", " json"}) {
+    auto result = load_with("LOG_FORMAT", format);
+    EXPECT_FALSE(result.config) << format;
+    EXPECT_NE(error_for(result, "LOG_FORMAT").find("expected text or json"), std::string::npos) << format;
+  }
+  for (const char* timeout : {"0", "3601", "-5", "ten", "30s", "1.5"}) {
+    auto result = load_with("DRAIN_TIMEOUT_S", timeout);
+    EXPECT_FALSE(result.config) << timeout;
+    EXPECT_NE(error_for(result, "DRAIN_TIMEOUT_S").find("between 1 and 3600"), std::string::npos) << timeout;
+  }
+}
+
 }  // namespace
 }  // namespace vb
