@@ -29,6 +29,10 @@
 // | DEFAULT_TIME_ZONE            | from the caller's country code    | IANA time zone id, e.g. Europe/Berlin         |
 // | LOG_FORMAT                   | text                              | text or json (one JSON object per line)       |
 // | DRAIN_TIMEOUT_S              | 30                                | integer 1-3600                                |
+// | REMINDER_TICK_S              | 15                                | integer 1-3600                                |
+// | REMINDER_CLAIM_TIMEOUT_S     | 300                               | integer 5-86400; keep it above the 75 s ring  |
+// | REMINDER_MAX_ATTEMPTS        | 3                                 | integer 1-20                                  |
+// | REMINDER_RETRY_BACKOFF_S     | 300 (doubling after each miss)    | integer 1-86400                               |
 //
 // An empty value counts as unset. With all three AZURE_* variables set, the OPENAI_API_KEY, OPENAI_REALTIME_URL and
 // OPENAI_REALTIME_MODEL variables are ignored.
@@ -272,6 +276,16 @@ void read_operations(ConfigReader& reader, Config& config) {
   config.drain_timeout_s = reader.integer("DRAIN_TIMEOUT_S", config.drain_timeout_s, 1, 3600);
 }
 
+// The reminder scheduler runs only with a database; the settings are checked regardless.
+void read_reminders(ConfigReader& reader, Config& config) {
+  config.reminder_tick_s = reader.integer("REMINDER_TICK_S", config.reminder_tick_s, 1, 3600);
+  config.reminder_claim_timeout_s =
+      reader.integer("REMINDER_CLAIM_TIMEOUT_S", config.reminder_claim_timeout_s, 5, 86400);
+  config.reminder_max_attempts = reader.integer("REMINDER_MAX_ATTEMPTS", config.reminder_max_attempts, 1, 20);
+  config.reminder_retry_backoff_s =
+      reader.integer("REMINDER_RETRY_BACKOFF_S", config.reminder_retry_backoff_s, 1, 86400);
+}
+
 }  // namespace
 
 ConfigResult load_config(const EnvLookup& env) {
@@ -290,6 +304,7 @@ ConfigResult load_config(const EnvLookup& env) {
   config.webhook_max_age_s = reader.integer("WEBHOOK_MAX_AGE_S", config.webhook_max_age_s, 1, 86400);
   read_database(reader, config);
   read_operations(reader, config);
+  read_reminders(reader, config);
 
   ConfigResult result;
   result.errors = std::move(reader.errors());
@@ -314,7 +329,11 @@ std::string Config::describe() const {
          " database_pool_size=" + std::to_string(database_pool_size) +
          " default_time_zone=" + (default_time_zone.empty() ? "(from caller)" : default_time_zone) +
          " log_format=" + (log_format == LogFormat::Json ? "json" : "text") +
-         " drain_timeout_s=" + std::to_string(drain_timeout_s);
+         " drain_timeout_s=" + std::to_string(drain_timeout_s) +
+         " reminder_tick_s=" + std::to_string(reminder_tick_s) +
+         " reminder_claim_timeout_s=" + std::to_string(reminder_claim_timeout_s) +
+         " reminder_max_attempts=" + std::to_string(reminder_max_attempts) +
+         " reminder_retry_backoff_s=" + std::to_string(reminder_retry_backoff_s);
 }
 
 }  // namespace vb

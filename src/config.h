@@ -39,6 +39,10 @@ struct Config {
   std::string default_time_zone;  // DEFAULT_TIME_ZONE: IANA id for every caller; empty = from the country code
   LogFormat log_format = LogFormat::Text;  // LOG_FORMAT: text (GLib's own lines) or json (one object per line)
   int drain_timeout_s = 30;       // DRAIN_TIMEOUT_S: after SIGTERM, active calls get this long to end
+  int reminder_tick_s = 15;             // REMINDER_TICK_S: how often the scheduler looks for due reminders
+  int reminder_claim_timeout_s = 300;   // REMINDER_CLAIM_TIMEOUT_S: a claim this old is taken over
+  int reminder_max_attempts = 3;        // REMINDER_MAX_ATTEMPTS: unanswered calls before a reminder is missed
+  int reminder_retry_backoff_s = 300;   // REMINDER_RETRY_BACKOFF_S: wait before a retry, doubling each time
 
   // One log line of the effective settings, secrets shown as "(set)".
   std::string describe() const;

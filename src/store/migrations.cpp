@@ -56,11 +56,25 @@ CREATE TABLE calls (
 CREATE INDEX calls_caller_idx ON calls (phone_number, started_at DESC);
 )SQL";
 
+// The reminder scheduler: a claim names the server process holding it (so a
+// dead process's claim can be taken over after a timeout), and retries or
+// Meta's daily limit move the next attempt without touching the time the
+// caller asked for.
+constexpr const char* kReminderClaims = R"SQL(
+ALTER TABLE reminders
+  ADD COLUMN claimed_by text CHECK (char_length(claimed_by) BETWEEN 1 AND 200),
+  ADD COLUMN claimed_at timestamptz,
+  ADD COLUMN next_attempt_at timestamptz;
+CREATE INDEX reminders_next_due_idx ON reminders ((coalesce(next_attempt_at, remind_at))) WHERE status = 'pending';
+CREATE INDEX reminders_claims_idx ON reminders (claimed_at) WHERE status = 'calling';
+)SQL";
+
 }  // namespace
 
 const std::vector<Migration>& migrations() {
   static const std::vector<Migration> list = {
       {1, "tasks, reminders and calls", kInitialSchema},
+      {2, "reminder claims and retries", kReminderClaims},
   };
   return list;
 }

@@ -5,6 +5,8 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "config.h"
 
@@ -344,6 +346,47 @@ TEST(Config, BadOperationsSettingsAreNamed) {
     EXPECT_FALSE(result.config) << timeout;
     EXPECT_NE(error_for(result, "DRAIN_TIMEOUT_S").find("between 1 and 3600"), std::string::npos) << timeout;
   }
+}
+
+TEST(Config, ReminderDefaults) {
+  auto result = load(minimal_env());
+  ASSERT_TRUE(result.config);
+  EXPECT_EQ(result.config->reminder_tick_s, 15);
+  EXPECT_EQ(result.config->reminder_claim_timeout_s, 300);
+  EXPECT_EQ(result.config->reminder_max_attempts, 3);
+  EXPECT_EQ(result.config->reminder_retry_backoff_s, 300);
+  EXPECT_NE(result.config->describe().find("reminder_tick_s=15 reminder_claim_timeout_s=300 reminder_max_attempts=3 "
+                                           "reminder_retry_backoff_s=300"),
+            std::string::npos);
+}
+
+TEST(Config, ReminderSettings) {
+  Env env = minimal_env();
+  env["REMINDER_TICK_S"] = "1";
+  env["REMINDER_CLAIM_TIMEOUT_S"] = "5";
+  env["REMINDER_MAX_ATTEMPTS"] = "20";
+  env["REMINDER_RETRY_BACKOFF_S"] = "86400";
+  auto result = load(env);
+  ASSERT_TRUE(result.config) << (result.errors.empty() ? "" : result.errors[0]);
+  EXPECT_EQ(result.config->reminder_tick_s, 1);
+  EXPECT_EQ(result.config->reminder_claim_timeout_s, 5);
+  EXPECT_EQ(result.config->reminder_max_attempts, 20);
+  EXPECT_EQ(result.config->reminder_retry_backoff_s, 86400);
+}
+
+TEST(Config, BadReminderSettingsAreNamed) {
+  const std::map<std::string, std::pair<std::vector<std::string>, std::string>> cases = {
+      {"REMINDER_TICK_S", {{"0", "3601", "15s", "-1"}, "between 1 and 3600"}},
+      {"REMINDER_CLAIM_TIMEOUT_S", {{"4", "86401", "five"}, "between 5 and 86400"}},
+      {"REMINDER_MAX_ATTEMPTS", {{"0", "21", "3.0"}, "between 1 and 20"}},
+      {"REMINDER_RETRY_BACKOFF_S", {{"0", "86401", "5m"}, "between 1 and 86400"}},
+  };
+  for (const auto& [name, bad] : cases)
+    for (const auto& value : bad.first) {
+      auto result = load_with(name, value);
+      EXPECT_FALSE(result.config) << name << "=" << value;
+      EXPECT_NE(error_for(result, name).find(bad.second), std::string::npos) << name << "=" << value;
+    }
 }
 
 }  // namespace
