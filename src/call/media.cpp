@@ -23,6 +23,8 @@ struct CallMedia::Guard {
   static void fail_later(const std::shared_ptr<Guard>& guard, std::string reason);
   static void on_local_description_set_reply(GstPromise* promise, gpointer data);
   static void on_answer_created(GstPromise* promise, gpointer data);
+  static void on_offer_created(GstPromise* promise, gpointer data);
+  static void on_answer_applied(GstPromise* promise, gpointer data);
   static void on_remote_description_set(GstPromise* promise, gpointer data);
   static void on_gathering_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
   static void on_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
@@ -36,6 +38,7 @@ namespace {
 
 using GuardPtr = std::shared_ptr<CallMedia::Guard>;
 
+constexpr int kOfferedOpusPayloadType = 111;  // what WhatsApp's own offers use
 constexpr guint kJitterBufferLatencyMs = 50;  // reference §2.3: 40-60
 // libopus adds in-band FEC only when it expects some loss.
 constexpr int kFecExpectedLossPercent = 10;
@@ -173,24 +176,47 @@ void CallMedia::Guard::on_local_description_set_reply(GstPromise* promise, gpoin
   post(context->guard, [](CallMedia& media) { media.local_description_applied(); });
 }
 
-void CallMedia::Guard::on_answer_created(GstPromise* promise, gpointer data) {
+namespace {
+
+// The reply of create-answer or create-offer (`kind`): applies it as the local description.
+void set_created_description(GstPromise* promise, gpointer data, const char* kind) {
   auto* context = static_cast<PromiseContext*>(data);
   if (context->guard->closing)
     return;
   if (std::string error = promise_error(promise); !error.empty())
-    return fail_later(context->guard, "create-answer failed: " + error);
-  GstWebRTCSessionDescription* answer = nullptr;
-  gst_structure_get(gst_promise_get_reply(promise), "answer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &answer, nullptr);
+    return CallMedia::Guard::fail_later(context->guard, std::string("create-") + kind + " failed: " + error);
+  GstWebRTCSessionDescription* description = nullptr;
+  gst_structure_get(gst_promise_get_reply(promise), kind, GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &description,
+                    nullptr);
   GstPtr<GstElement> webrtc(static_cast<GstElement*>(g_weak_ref_get(&context->webrtc)));
-  if (!answer || !webrtc) {
-    if (answer)
-      gst_webrtc_session_description_free(answer);
-    return fail_later(context->guard, "create-answer returned no answer");
+  if (!description || !webrtc) {
+    if (description)
+      gst_webrtc_session_description_free(description);
+    return CallMedia::Guard::fail_later(context->guard, std::string("create-") + kind + " returned no " + kind);
   }
-  GstPromise* next = guarded_promise(context->guard, webrtc.get(), on_local_description_set_reply);
-  g_signal_emit_by_name(webrtc.get(), "set-local-description", answer, next);
+  GstPromise* next =
+      guarded_promise(context->guard, webrtc.get(), CallMedia::Guard::on_local_description_set_reply);
+  g_signal_emit_by_name(webrtc.get(), "set-local-description", description, next);
   gst_promise_unref(next);
-  gst_webrtc_session_description_free(answer);
+  gst_webrtc_session_description_free(description);
+}
+
+}  // namespace
+
+void CallMedia::Guard::on_answer_created(GstPromise* promise, gpointer data) {
+  set_created_description(promise, data, "answer");
+}
+
+void CallMedia::Guard::on_offer_created(GstPromise* promise, gpointer data) {
+  set_created_description(promise, data, "offer");
+}
+
+void CallMedia::Guard::on_answer_applied(GstPromise* promise, gpointer data) {
+  auto* context = static_cast<PromiseContext*>(data);
+  if (context->guard->closing)
+    return;
+  if (std::string error = promise_error(promise); !error.empty())
+    fail_later(context->guard, "the answer was refused by webrtcbin: " + error);
 }
 
 void CallMedia::Guard::on_remote_description_set(GstPromise* promise, gpointer data) {
@@ -238,12 +264,15 @@ void CallMedia::Guard::on_pad_added(GstElement* webrtc, GstPad* pad, gpointer da
   GstBin* pipeline = GST_BIN(GST_ELEMENT_PARENT(webrtc));
   g_autofree gchar* name = gst_pad_get_name(pad);
   if (GST_PAD_DIRECTION(pad) == GST_PAD_SINK) {
-    if (g_strcmp0(name, "sink_0") != 0)
-      return;
+    // The send pad webrtcbin creates for our one SENDRECV transceiver once
+    // negotiated: sink_0 when answering, but as the offerer 1.22 may number
+    // it sink_1. Any later sink pad would be a new, unnegotiated transceiver.
     GstPtr<GstElement> payloader(gst_bin_get_by_name(pipeline, "opuspay"));
     GstPtr<GstPad> src(gst_element_get_static_pad(payloader.get(), "src"));
+    if (gst_pad_is_linked(src.get()))
+      return;
     if (const GstPadLinkReturn result = gst_pad_link(src.get(), pad); result != GST_PAD_LINK_OK)
-      fail_later(guard, std::string("cannot link the Opus payloader to webrtcbin sink_0: ") +
+      fail_later(guard, std::string("cannot link the Opus payloader to webrtcbin ") + name + ": " +
                             gst_pad_link_get_name(result));
     return;
   }
@@ -291,6 +320,57 @@ std::unique_ptr<CallMedia> CallMedia::create_answerer(const std::string& offer_s
     return nullptr;
   }
   return media;
+}
+
+std::unique_ptr<CallMedia> CallMedia::create_offerer(const MediaSettings& settings, MediaEvents events,
+                                                     std::string* error) {
+  std::unique_ptr<CallMedia> media(new CallMedia(settings, std::move(events)));
+  media->offerer_ = true;
+  media->offer_.payload_type = kOfferedOpusPayloadType;
+  if (!media->build(error)) {
+    g_warning("media: %s", error->c_str());
+    return nullptr;
+  }
+  media->create_offer();
+  return media;
+}
+
+void CallMedia::create_offer() {
+  GstPromise* promise = guarded_promise(guard_, webrtc_, Guard::on_offer_created);
+  g_signal_emit_by_name(webrtc_, "create-offer", nullptr, promise);
+  gst_promise_unref(promise);
+}
+
+bool CallMedia::apply_answer(const std::string& answer_sdp, std::string* error) {
+  if (!offerer_ || answer_applied_ || offer_sdp_.empty() || failed_) {
+    *error = offerer_ && !answer_applied_ && !failed_ ? "no offer was sent yet" : "not waiting for an answer";
+    return false;
+  }
+  // The answer has the offer's shape: one audio m-line with Opus on our payload type.
+  OfferParseResult parsed = parse_offer(answer_sdp);
+  if (!parsed.opus || parsed.opus->payload_type != offer_.payload_type) {
+    *error = "unusable answer: " +
+             (parsed.opus ? "Opus on payload type " + std::to_string(parsed.opus->payload_type) + ", offered " +
+                                std::to_string(offer_.payload_type)
+                          : parsed.error);
+    g_warning("media: %s", error->c_str());
+    return false;
+  }
+  GstSDPMessage* sdp = nullptr;
+  if (gst_sdp_message_new_from_text(answer_sdp.c_str(), &sdp) != GST_SDP_OK || !sdp) {
+    if (sdp)
+      gst_sdp_message_free(sdp);
+    *error = "unusable answer: SDP could not be parsed";
+    g_warning("media: %s", error->c_str());
+    return false;
+  }
+  answer_applied_ = true;
+  GstWebRTCSessionDescription* answer = gst_webrtc_session_description_new(GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
+  GstPromise* promise = guarded_promise(guard_, webrtc_, Guard::on_answer_applied);
+  g_signal_emit_by_name(webrtc_, "set-remote-description", answer, promise);
+  gst_promise_unref(promise);
+  gst_webrtc_session_description_free(answer);
+  return true;
 }
 
 bool CallMedia::build(std::string* error) {
@@ -504,6 +584,8 @@ void CallMedia::finish_answer(const char* why) {
     report_failure(std::string("ICE gathering produced no candidates (") + why + ")");
     return;
   }
+  if (offerer_)
+    return finish_offer(std::move(answer));
   if (const std::vector<std::string> problems = check_answer(answer, offer_); !problems.empty()) {
     std::string reason = "refusing to send a bad answer:";
     for (const std::string& problem : problems)
@@ -516,6 +598,32 @@ void CallMedia::finish_answer(const char* why) {
   answer_sdp_ = std::move(answer);
   if (events_.on_answer_ready)
     events_.on_answer_ready(answer_sdp_);
+}
+
+// Meta refuses offers without exactly one sha-256 fingerprint or with a
+// fixed DTLS role (reference §3.4): check ours before it leaves.
+void CallMedia::finish_offer(std::string offer) {
+  std::vector<std::string> problems;
+  if (OfferParseResult parsed = parse_offer(offer); !parsed.opus)
+    problems.push_back(parsed.error);
+  size_t fingerprints = 0;
+  for (size_t at = offer.find("a=fingerprint:"); at != std::string::npos; at = offer.find("a=fingerprint:", at + 1))
+    ++fingerprints;
+  if (fingerprints != 1 || offer.find("a=fingerprint:sha-256 ") == std::string::npos)
+    problems.push_back("the offer needs exactly one sha-256 fingerprint, has " + std::to_string(fingerprints));
+  if (offer.find("a=setup:actpass") == std::string::npos)
+    problems.push_back("the offer lacks a=setup:actpass");
+  if (!problems.empty()) {
+    std::string reason = "refusing to send a bad offer:";
+    for (const std::string& problem : problems)
+      reason += " " + problem + ";";
+    reason.pop_back();
+    report_failure(reason);
+    return;
+  }
+  offer_sdp_ = std::move(offer);
+  if (events_.on_offer_ready)
+    events_.on_offer_ready(offer_sdp_);
 }
 
 void CallMedia::connection_state_changed(int state) {

@@ -36,6 +36,8 @@ struct MediaSettings {
 // network thread, and never after the CallMedia is destroyed.
 struct MediaEvents {
   std::function<void(const std::string& answer_sdp)> on_answer_ready;
+  // Offerer (business-initiated call): the offer to send with Graph connect, candidates inline.
+  std::function<void(const std::string& offer_sdp)> on_offer_ready;
   std::function<void()> on_realtime_ready;  // first "ready" of the AI session (reconnects are not reported)
   std::function<void()> on_connected;       // ICE and DTLS connected
   std::function<void(const std::string& reason)> on_failed;  // once, for the first fatal problem
@@ -59,6 +61,19 @@ class CallMedia {
   // Must be called on the main loop's thread.
   static std::unique_ptr<CallMedia> create_answerer(const std::string& offer_sdp, const MediaSettings& settings,
                                                     MediaEvents events, std::string* error);
+
+  // Builds and starts the pipeline as the offerer of a business-initiated
+  // call: one sendrecv audio m-line with Opus on PT 111 (no telephone-event:
+  // webrtcbin 1.22 offers only the transceiver's codec), one sha-256
+  // fingerprint, a=setup:actpass, candidates inline once gathering completed.
+  // The offer arrives through on_offer_ready (or on_failed); the callee's
+  // answer goes to apply_answer(). Must be called on the main loop's thread.
+  static std::unique_ptr<CallMedia> create_offerer(const MediaSettings& settings, MediaEvents events,
+                                                   std::string* error);
+  // Applies the callee's answer to our offer (Meta's connect webhook); false
+  // with *error when the answer is unusable or one was applied already.
+  // webrtcbin's own refusal arrives later through on_failed.
+  bool apply_answer(const std::string& answer_sdp, std::string* error);
 
   // Opens the send path (Meta's accept returned 200): audio, silence at
   // least, reaches the caller from the next frame on; then asks the AI to greet.
@@ -88,6 +103,8 @@ class CallMedia {
   bool configure_ice(std::string* error);
   bool configure_realtime(std::string* error);
   bool negotiate(const std::string& offer_sdp, std::string* error);
+  void create_offer();
+  void finish_offer(std::string offer);
   void local_description_applied();
   void gathering_completed();
   void finish_answer(const char* why);
@@ -115,6 +132,9 @@ class CallMedia {
   bool connected_ = false;
   bool failed_ = false;
   bool sending_ = false;
+  bool offerer_ = false;
+  std::string offer_sdp_;        // offerer: the offer sent to Meta
+  bool answer_applied_ = false;  // offerer: the callee's answer was handed to webrtcbin
 };
 
 }  // namespace vb

@@ -293,6 +293,62 @@ TEST_F(CallMediaTest, AudioFlowsBothWaysAndThreadsReturnToBaseline) {
       << thread_count() << " threads after the call, " << baseline << " before";
 }
 
+// A business-initiated call: we offer, "Meta" (a second CallMedia on the other
+// veth end) answers, the answer is applied and audio we send reaches it.
+TEST_F(CallMediaTest, OffersABusinessInitiatedCallAndConnectsOnTheAnswer) {
+  Recorder offer_events;
+  vb::MediaEvents events = offer_events.events();
+  std::string offer;
+  events.on_offer_ready = [&](const std::string& sdp) { offer = sdp; };
+  std::string error;
+  auto offerer = vb::CallMedia::create_offerer(settings_for(server_), std::move(events), &error);
+  ASSERT_TRUE(offerer) << error;
+  EXPECT_FALSE(offerer->apply_answer("v=0", &error)) << "no offer sent yet";
+  ASSERT_TRUE(run_until([&] { return !offer.empty() || offer_events.failures > 0; })) << "no offer";
+  ASSERT_EQ(offer_events.failures, 0) << offer_events.failure;
+
+  const auto parsed = vb::parse_offer(offer);
+  ASSERT_TRUE(parsed.opus) << parsed.error << "\n" << offer;
+  EXPECT_EQ(parsed.opus->payload_type, 111);
+  EXPECT_NE(offer.find("\r\na=sendrecv\r\n"), std::string::npos) << offer;
+  EXPECT_NE(offer.find("\r\na=setup:actpass\r\n"), std::string::npos) << offer;
+  EXPECT_NE(offer.find(std::string(" ") + kOurAddress + " "), std::string::npos) << "candidate inline";
+  const size_t fingerprint = offer.find("a=fingerprint:");
+  ASSERT_NE(fingerprint, std::string::npos);
+  EXPECT_EQ(offer.compare(fingerprint, 22, "a=fingerprint:sha-256 "), 0);
+  EXPECT_EQ(offer.find("a=fingerprint:", fingerprint + 1), std::string::npos) << "one fingerprint only";
+  EXPECT_EQ(offer.find("m=", offer.find("m=audio") + 1), std::string::npos) << "one m-line only";
+
+  Recorder meta;
+  vb::MediaSettings meta_settings = settings_for(server_);
+  meta_settings.local_ip_addresses = {media_test::kMetaAddress};
+  auto answerer = vb::CallMedia::create_answerer(offer, meta_settings, meta.events(), &error);
+  ASSERT_TRUE(answerer) << error;
+  ASSERT_TRUE(run_until([&] { return meta.answers > 0 || meta.failures > 0; }));
+  ASSERT_EQ(meta.failures, 0) << meta.failure;
+
+  const std::string pcmu_only =
+      "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n";
+  EXPECT_FALSE(offerer->apply_answer(pcmu_only, &error));
+  EXPECT_NE(error.find("unusable answer"), std::string::npos) << error;
+  ASSERT_TRUE(offerer->apply_answer(meta.answer, &error)) << error;
+  EXPECT_FALSE(offerer->apply_answer(meta.answer, &error)) << "applied twice";
+  ASSERT_TRUE(run_until([&] {
+    return (offer_events.connected > 0 && meta.connected > 0 && offer_events.realtime_ready > 0 &&
+            meta.realtime_ready > 0) ||
+           offer_events.failures > 0 || meta.failures > 0;
+  }, 15000)) << "not connected";
+  ASSERT_EQ(offer_events.failures, 0) << offer_events.failure;
+  ASSERT_EQ(meta.failures, 0) << meta.failure;
+
+  // Nothing is sent before the valve opens; then our AI's audio reaches the callee.
+  EXPECT_EQ(answerer->totals().frames_in, 0u);
+  offerer->start_sending();
+  ASSERT_TRUE(run_until([&] { return answerer->totals().frames_in >= 50; }, 15000))
+      << "no audio reached the callee: " << offerer->totals().frames_out << " frames played, "
+      << answerer->totals().frames_in << " received";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
