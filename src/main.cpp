@@ -17,6 +17,7 @@
 #include "http/server.h"
 #include "log.h"
 #include "store/database.h"
+#include "store/reminder_scheduler.h"
 #include "tools/tools.h"
 #include "whatsapp/graph_api.h"
 
@@ -194,6 +195,20 @@ int run(const Config& config) {
     return 1;
   }
   g_message("voicebridge %s listening on port %d; %s", VERSION, http.port(), config.describe().c_str());
+
+  // Reminders are called out by every server process sharing the database.
+  std::unique_ptr<ReminderScheduler> reminders;
+  if (db) {
+    const ReminderRetryPolicy policy{config.reminder_max_attempts, config.reminder_retry_backoff_s};
+    const std::string claimer = reminder_claimer_id();
+    reminders = std::make_unique<ReminderScheduler>(
+        *db, claimer, ReminderSchedulerSettings{config.reminder_tick_s, config.reminder_claim_timeout_s},
+        [&calls] { return calls.free_capacity(); },
+        [&calls, claimer, policy](const ClaimedReminder& reminder) {
+          calls.place_reminder_call(reminder, claimer, policy);
+        });
+    reminders->start();
+  }
 
   Drain drain(calls, graph, loop, config.drain_timeout_s);
   calls.on_call_removed = [&drain](const std::string&) { drain.on_call_removed(); };

@@ -69,6 +69,8 @@ bool CallTable::is_stale(const CallEvent& event) const {
 
 void CallTable::on_connect(const CallEvent& event) {
   const std::string& call_id = event.call_id;
+  if (event.direction == "BUSINESS_INITIATED" && event.sdp_type == "answer")
+    return on_outbound_answer(event);
   if (event.direction != "USER_INITIATED" || event.sdp_type != "offer") {
     g_message("call %s: connect (%s, %s) is not a user-initiated offer; ignored", call_id.c_str(),
               event.direction.c_str(), event.sdp_type.c_str());
@@ -114,6 +116,68 @@ bool CallTable::refuse_if_unservable(const CallEvent& event) {
   return true;
 }
 
+// Meta's answer to one of our calls. It may overtake connect's HTTP response
+// (which carries the call id): our biz_opaque_callback_data names the reminder.
+void CallTable::on_outbound_answer(const CallEvent& event) {
+  OutboundCall* call = outbound_for(event.call_id, event.biz_opaque_callback_data);
+  if (!call) {
+    g_message("call %s: answer for no call of ours (%s); ignored", event.call_id.c_str(),
+              event.biz_opaque_callback_data.c_str());
+    return;
+  }
+  call->on_answer(event.call_id, event.sdp);
+}
+
+// By call id, or by the reminder our biz_opaque_callback_data names while
+// connect's reply (with the call id) has not arrived yet.
+OutboundCall* CallTable::outbound_for(const std::string& call_id, const std::string& opaque) {
+  if (auto id = outbound_call_ids_.find(call_id); id != outbound_call_ids_.end()) {
+    auto call = outbound_.find(id->second);
+    return call == outbound_.end() ? nullptr : call->second.get();
+  }
+  if (!g_str_has_prefix(opaque.c_str(), "reminder:"))
+    return nullptr;
+  auto it = outbound_.find(g_ascii_strtoll(opaque.c_str() + 9, nullptr, 10));
+  if (it == outbound_.end() || !it->second->call_id().empty())
+    return nullptr;
+  return it->second.get();
+}
+
+void CallTable::place_reminder_call(const ClaimedReminder& reminder, const std::string& claimer,
+                                    const ReminderRetryPolicy& policy) {
+  if (!db_ || outbound_.count(reminder.id)) {
+    // A claim retaken while our call still rings: REMINDER_CLAIM_TIMEOUT_S is shorter than a call's setup.
+    g_warning("reminder %" G_GINT64_FORMAT ": not called: %s", reminder.id,
+              db_ ? "this server is calling it already" : "no database");
+    return;
+  }
+  auto call = std::make_unique<OutboundCall>(
+      reminder, claimer, policy, config_, graph_, tools_, *db_, metrics_,
+      [this](OutboundCall& placed) { outbound_call_ids_[placed.call_id()] = placed.reminder_id(); },
+      [this](OutboundCall& ended) { remove_outbound_later(ended.reminder_id(), ended.call_id()); });
+  outbound_.emplace(reminder.id, std::move(call)).first->second->start();
+}
+
+int CallTable::free_capacity() const {
+  if (draining_ || at_capacity())
+    return 0;
+  return config_.max_concurrent_calls - static_cast<int>(active_calls());
+}
+
+void CallTable::remove_outbound_later(int64_t reminder_id, const std::string& call_id) {
+  if (!call_id.empty())
+    finished_calls_.emplace(call_id, Clock::now());
+  run_soon([weak = alive_.weak(), reminder_id, call_id] {
+    auto self = weak.lock();
+    if (!self)
+      return;
+    CallTable& table = **self;
+    table.outbound_call_ids_.erase(call_id);
+    if (table.outbound_.erase(reminder_id) && table.on_call_removed)
+      table.on_call_removed(call_id);
+  });
+}
+
 void CallTable::on_terminate(const CallEvent& event) {
   std::string detail = event.status;
   if (event.duration_s >= 0)
@@ -125,10 +189,14 @@ void CallTable::on_terminate(const CallEvent& event) {
   auto it = calls_.find(event.call_id);
   if (it != calls_.end())
     it->second->end(EndReason::CallerHungUp);
+  if (OutboundCall* outbound = outbound_for(event.call_id, event.biz_opaque_callback_data))
+    outbound->on_terminated(event.call_id);
 }
 
 void CallTable::on_status(const CallStatus& status) {
   g_message("call %s: status %s", status.call_id.c_str(), status.status.c_str());
+  if (OutboundCall* outbound = outbound_for(status.call_id, status.biz_opaque_callback_data))
+    outbound->on_status(status.call_id, status.status);
 }
 
 void CallTable::reject(const std::string& call_id, const char* why) {
@@ -154,6 +222,8 @@ void CallTable::remove_later(const std::string& call_id) {
 }
 
 size_t CallTable::active_calls(CallDirection direction) const {
+  if (direction == CallDirection::Outbound)
+    return outbound_.size();
   auto in_direction = [direction](const auto& entry) { return entry.second->direction() == direction; };
   return static_cast<size_t>(std::count_if(calls_.begin(), calls_.end(), in_direction));
 }
@@ -161,6 +231,8 @@ size_t CallTable::active_calls(CallDirection direction) const {
 MediaTotals CallTable::live_media() const {
   MediaTotals totals;
   for (const auto& [id, call] : calls_)
+    totals += call->media_totals();
+  for (const auto& [id, call] : outbound_)
     totals += call->media_totals();
   return totals;
 }
@@ -171,6 +243,11 @@ void CallTable::end_all(EndReason reason) {
     live.push_back(call.get());
   for (Call* call : live)
     call->end(reason);
+  std::vector<OutboundCall*> outbound;
+  for (auto& [id, call] : outbound_)
+    outbound.push_back(call.get());
+  for (OutboundCall* call : outbound)
+    call->end(to_string(reason));
 }
 
 void CallTable::forget_old_entries() {

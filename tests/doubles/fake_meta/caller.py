@@ -324,3 +324,40 @@ class Caller:
         await self.received.stop()
         await self.pc.close()
         self.ended.set()
+
+
+class Callee:
+    """A WhatsApp user called by the business: answers its offer, sends a
+    signal, records what it hears."""
+
+    def __init__(self, wa_id: str, *, signal: Optional[BurstSignal] = None):
+        self.wa_id = wa_id
+        self.signal = signal or BurstSignal(500, bursts=0)
+        self.pc = RTCPeerConnection()
+        self.received = AudioRecorder()
+        self.offer_sdp = ""
+        self.answer_sdp = ""
+        self.connected = asyncio.Event()
+        self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on("track", self._on_track)
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.connected.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self.received.start(track)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """The answer to the business's offer, every candidate inline."""
+        self.offer_sdp = offer_sdp
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        self.pc.addTrack(SignalTrack(self.signal))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.answer_sdp = self.pc.localDescription.sdp
+        return self.answer_sdp
+
+    async def hang_up(self) -> None:
+        await self.received.stop()
+        await self.pc.close()

@@ -122,6 +122,10 @@ class FakeGraphApi:
         self.calls: dict[str, KnownCall] = {}
         self.failures: list[ScriptedFailure] = []
         self.on_outbound_connect: Optional[OutboundHook] = None
+        # Hold connect's HTTP reply until on_outbound_connect finished (Meta's
+        # answer webhook overtaking the reply that carries the call id).
+        self.hold_connect_reply = False
+        self._connect_hook: Optional[asyncio.Task] = None
         self._changed = asyncio.Condition()
         self._hook_tasks: set[asyncio.Task] = set()
         self.hook_errors: list[BaseException] = []
@@ -204,6 +208,8 @@ class FakeGraphApi:
             record.action = record.body.get("action", "") if isinstance(record.body.get("action"), str) else ""
             record.call_id = record.body.get("call_id", "") if isinstance(record.body.get("call_id"), str) else ""
             status, response = 200, self._dispatch(record)
+            if record.action == "connect" and self.hold_connect_reply and self._connect_hook:
+                await asyncio.wait([self._connect_hook])
         except GraphApiError as error:
             status, response = error.http_status, error.body()
         record.status, record.response = status, response
@@ -309,14 +315,15 @@ class FakeGraphApi:
         call_id = f"wacid.fake{next(self._call_numbers):06d}{secrets.token_hex(8)}"
         self.calls[call_id] = KnownCall(call_id, state="outbound")
         if self.on_outbound_connect:
-            self._run_hook(self.on_outbound_connect(call_id, body))
+            self._connect_hook = self._run_hook(self.on_outbound_connect(call_id, body))
         return {"messaging_product": "whatsapp", "calls": [{"id": call_id}]}
 
-    def _run_hook(self, coroutine: Awaitable[None]) -> None:
+    def _run_hook(self, coroutine: Awaitable[None]) -> asyncio.Task:
         """Hooks run after the HTTP reply, as Meta's side reacts asynchronously."""
         task = asyncio.ensure_future(coroutine)
         self._hook_tasks.add(task)
         task.add_done_callback(self._hook_done)
+        return task
 
     def _hook_done(self, task: asyncio.Task) -> None:
         self._hook_tasks.discard(task)

@@ -104,6 +104,24 @@ def connect_webhook(phone_number_id: str, call_id: str, offer_sdp: str, *,
     })
 
 
+def answer_webhook(phone_number_id: str, call_id: str, answer_sdp: str, *, callee_number: str,
+                   biz_opaque_callback_data: Optional[str] = None,
+                   business_number: str = DEFAULT_BUSINESS_NUMBER) -> dict[str, Any]:
+    """The connect webhook Meta sends with the callee's answer to a business-initiated call."""
+    item: dict[str, Any] = {
+        "id": call_id,
+        "from": business_number,
+        "to": callee_number,
+        "event": "connect",
+        "timestamp": _timestamp(None),
+        "direction": "BUSINESS_INITIATED",
+        "session": {"sdp": answer_sdp, "sdp_type": "answer"},
+    }
+    if biz_opaque_callback_data is not None:
+        item["biz_opaque_callback_data"] = biz_opaque_callback_data
+    return envelope(phone_number_id, {"calls": [item]})
+
+
 def terminate_webhook(phone_number_id: str, call_id: str, *, caller_name: str,
                       caller_number: str, **terminate_fields: Any) -> dict[str, Any]:
     """The webhook Meta sends when a call ends (user hang-up, failure, not answered)."""
