@@ -1,5 +1,5 @@
 // create_reminder, list_reminders, cancel_reminder. The reminder scheduler
-// (a later issue) calls the caller back at remind_at and reads the text.
+// (src/store/reminder_scheduler.h) calls the caller back at remind_at.
 #include <utility>
 
 #include "tools/handlers.h"
