@@ -36,6 +36,7 @@ const char* to_string(EndReason reason) {
     case EndReason::RealtimeFailed: return "AI session failed";
     case EndReason::MediaFailed: return "media failed";
     case EndReason::GraphRefused: return "Graph API refused";
+    case EndReason::MediaTimeout: return "caller's media stopped";
     case EndReason::Shutdown: return "server shutting down";
   }
   return "?";
@@ -45,6 +46,8 @@ CallOutcome outcome_of(EndReason reason, bool answered) {
   switch (reason) {
     case EndReason::CallerHungUp:
     case EndReason::AssistantEnded: return CallOutcome::Completed;
+    // Almost always a hang-up whose terminate webhook reached another replica.
+    case EndReason::MediaTimeout: return answered ? CallOutcome::Completed : CallOutcome::Failed;
     // Drained calls were served; ones not yet accepted were refused.
     case EndReason::Shutdown: return answered ? CallOutcome::Completed : CallOutcome::Rejected;
     // Before the answer, the AI session not opening means we could not take the call.
@@ -200,6 +203,10 @@ void Call::on_accepted(bool ok) {
   metrics_.call_setup(static_cast<double>(accept_sent_monotonic_us_ - created_monotonic_us_) / G_USEC_PER_SEC);
   set_state(CallState::Active);
   media_->start_sending();
+  media_watch_.start(*media_, config_.media_timeout_s, [this] {
+    log("no audio from the caller for %d s", config_.media_timeout_s);
+    end(EndReason::MediaTimeout);
+  });
 }
 
 void Call::on_function_call(const std::string& tool_call_id, const std::string& name, const std::string& arguments) {
@@ -249,6 +256,7 @@ void Call::end(EndReason reason) {
   }
   setup_timer_.reset();
   hangup_timer_.reset();
+  media_watch_.stop();
   metrics_.call_ended(direction(), outcome_of(reason, answered));
   if (media_)
     metrics_.media_finished(media_->totals());

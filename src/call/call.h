@@ -36,6 +36,7 @@ enum class EndReason {
   RealtimeFailed,   // the AI session failed
   MediaFailed,      // WebRTC or pipeline failure
   GraphRefused,     // Meta refused pre_accept/accept
+  MediaTimeout,     // no RTP from the caller for MEDIA_TIMEOUT_S: hung up, terminate webhook missed
   Shutdown,         // the server is stopping
 };
 const char* to_string(EndReason reason);
@@ -116,6 +117,7 @@ class Call {
   int64_t ended_us_ = 0;
   ScopedSource setup_timer_;
   ScopedSource hangup_timer_;
+  InboundMediaWatch media_watch_;
   AliveToken<Call> alive_{this};
 };
 

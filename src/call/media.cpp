@@ -19,6 +19,8 @@ namespace vb {
 struct CallMedia::Guard {
   CallMedia* self = nullptr;
   std::atomic<bool> closing{false};
+  // RTP packets from the caller reaching the depayloader (streaming thread).
+  std::atomic<uint64_t> inbound_packets{0};
 
   static void fail_later(const std::shared_ptr<Guard>& guard, std::string reason);
   static void on_local_description_set_reply(GstPromise* promise, gpointer data);
@@ -38,6 +40,9 @@ namespace {
 
 using GuardPtr = std::shared_ptr<CallMedia::Guard>;
 
+// How often InboundMediaWatch looks at the packet count: a silent caller is
+// noticed at most this late after its timeout.
+constexpr guint kMediaWatchIntervalMs = 2000;
 constexpr int kOfferedOpusPayloadType = 111;  // what WhatsApp's own offers use
 constexpr guint kJitterBufferLatencyMs = 50;  // reference §2.3: 40-60
 // libopus adds in-band FEC only when it expects some loss.
@@ -425,7 +430,56 @@ bool CallMedia::build_audio_chain(std::string* error) {
     *error = "cannot link the call's audio elements";
     return false;
   }
+  count_inbound_packets(depay);
   return true;
+}
+
+// The jitterbuffer in webrtcbin pushes only packets that arrived, so the
+// depayloader's input stops when the caller's media does.
+void CallMedia::count_inbound_packets(GstElement* depayloader) {
+  GstPtr<GstPad> sink(gst_element_get_static_pad(depayloader, "sink"));
+  gst_pad_add_probe(
+      sink.get(), GstPadProbeType(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+      [](GstPad*, GstPadProbeInfo* info, gpointer data) -> GstPadProbeReturn {
+        const guint packets = (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST)
+                                  ? gst_buffer_list_length(GST_PAD_PROBE_INFO_BUFFER_LIST(info))
+                                  : 1;
+        guard_from(data)->inbound_packets.fetch_add(packets, std::memory_order_relaxed);
+        return GST_PAD_PROBE_OK;
+      },
+      new GuardPtr(guard_), [](gpointer data) { delete static_cast<GuardPtr*>(data); });
+}
+
+uint64_t CallMedia::inbound_packets() const { return guard_->inbound_packets.load(std::memory_order_relaxed); }
+
+void InboundMediaWatch::start(const CallMedia& media, int timeout_s, std::function<void()> on_silent) {
+  media_ = &media;
+  timeout_us_ = int64_t{timeout_s} * G_USEC_PER_SEC;
+  last_count_ = media.inbound_packets();
+  last_change_us_ = g_get_monotonic_time();
+  on_silent_ = std::move(on_silent);
+  timer_ = run_after(kMediaWatchIntervalMs, [this] { check(); });
+}
+
+void InboundMediaWatch::stop() {
+  timer_.reset();
+  media_ = nullptr;
+}
+
+void InboundMediaWatch::check() {
+  timer_.release();
+  const int64_t now_us = g_get_monotonic_time();
+  if (const uint64_t count = media_->inbound_packets(); count != last_count_) {
+    last_count_ = count;
+    last_change_us_ = now_us;
+  } else if (now_us - last_change_us_ >= timeout_us_) {
+    media_ = nullptr;
+    // Moved out first: on_silent usually ends the call that owns this watch.
+    auto on_silent = std::move(on_silent_);
+    on_silent();
+    return;
+  }
+  timer_ = run_after(kMediaWatchIntervalMs, [this] { check(); });
 }
 
 // The send side must exist, on the offer's Opus PT and without sprop-*

@@ -84,6 +84,8 @@ class CallMedia {
   const std::string& answer_sdp() const { return answer_sdp_; }
   // Audio exchanged with the AI and barge-ins so far (the element's counters).
   MediaTotals totals() const;
+  // RTP packets received from the caller so far; cheap, for liveness checks.
+  uint64_t inbound_packets() const;
 
   // Stops and frees the pipeline. Call it on the main loop, not from inside
   // one of the MediaEvents callbacks.
@@ -99,6 +101,7 @@ class CallMedia {
   bool build(std::string* error);
   bool build_audio_chain(std::string* error);
   bool add_send_transceiver(std::string* error);
+  void count_inbound_packets(GstElement* depayloader);
   void connect_signals();
   bool configure_ice(std::string* error);
   bool configure_realtime(std::string* error);
@@ -135,6 +138,27 @@ class CallMedia {
   bool offerer_ = false;
   std::string offer_sdp_;        // offerer: the offer sent to Meta
   bool answer_applied_ = false;  // offerer: the callee's answer was handed to webrtcbin
+};
+
+// Notices a caller whose media has stopped: a hang-up whose terminate
+// webhook went to another replica, or a vanished network. Checks the
+// CallMedia's packet count from a main-loop timer.
+class InboundMediaWatch {
+ public:
+  // Calls on_silent once, on the main loop, when `media` has received no RTP
+  // for timeout_s (counted from now). `media` must outlive the watch or stop().
+  void start(const CallMedia& media, int timeout_s, std::function<void()> on_silent);
+  void stop();
+
+ private:
+  void check();
+
+  const CallMedia* media_ = nullptr;
+  int64_t timeout_us_ = 0;
+  uint64_t last_count_ = 0;
+  int64_t last_change_us_ = 0;  // monotonic
+  std::function<void()> on_silent_;
+  ScopedSource timer_;
 };
 
 }  // namespace vb

@@ -158,6 +158,10 @@ void OutboundCall::on_media_connected() {
   log("answered; delivering the reminder");
   record_outcome(Outcome::Delivered, "");
   media_->start_sending();  // opens the valve and asks the AI to speak first
+  media_watch_.start(*media_, config_.media_timeout_s, [this] {
+    // Meta ends a call after 30 s without packets; its terminate webhook may have gone to another replica.
+    finish(Outcome::Delivered, "no audio from the callee for " + std::to_string(config_.media_timeout_s) + " s", true);
+  });
 }
 
 void OutboundCall::on_status(const std::string& call_id, const std::string& status) {
@@ -212,6 +216,7 @@ void OutboundCall::finish(Outcome outcome, const std::string& why, bool tell_met
   log("ending: %s", why.c_str());
   ring_timer_.reset();
   hangup_timer_.reset();
+  media_watch_.stop();
   if (tell_meta && !call_id_.empty())
     graph_.terminate(call_id_, [call_id = call_id_](const GraphResult& result) {
       if (!result.ok)

@@ -97,6 +97,7 @@ class OutboundCall {
   int64_t answered_us_ = 0, ended_us_ = 0;
   ScopedSource ring_timer_;
   ScopedSource hangup_timer_;
+  InboundMediaWatch media_watch_;
   AliveToken<OutboundCall> alive_{this};
 };
 

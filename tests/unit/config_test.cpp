@@ -71,6 +71,7 @@ TEST(Config, Defaults) {
   EXPECT_EQ(config.ice.port_max, 0);
   EXPECT_EQ(config.max_concurrent_calls, 100);
   EXPECT_EQ(config.call_setup_timeout_s, 15);
+  EXPECT_EQ(config.media_timeout_s, 30);
   EXPECT_EQ(config.webhook_max_age_s, 60);
 }
 
@@ -89,6 +90,7 @@ TEST(Config, AllValuesSet) {
               {"TURN_SERVER", "turns://user:pa55@turn.example.org:5349"},
               {"MAX_CONCURRENT_CALLS", "100000"},
               {"CALL_SETUP_TIMEOUT_S", "120"},
+              {"MEDIA_TIMEOUT_S", "600"},
               {"WEBHOOK_MAX_AGE_S", "1"}});
   auto result = load(env);
   ASSERT_TRUE(result.config) << (result.errors.empty() ? "" : result.errors[0]);
@@ -106,6 +108,7 @@ TEST(Config, AllValuesSet) {
   EXPECT_EQ(config.ice.turn_server, "turns://user:pa55@turn.example.org:5349");
   EXPECT_EQ(config.max_concurrent_calls, 100000);
   EXPECT_EQ(config.call_setup_timeout_s, 120);
+  EXPECT_EQ(config.media_timeout_s, 600);
   EXPECT_EQ(config.webhook_max_age_s, 1);
 }
 
@@ -134,7 +137,8 @@ TEST(Config, IntegersAreStrict) {
                              Case{"PORT", "80 "}, Case{"PORT", "99999999999999999999999"}, Case{"PORT", "-1"},
                              Case{"PORT", "8e3"}, Case{"MAX_CONCURRENT_CALLS", "0"},
                              Case{"MAX_CONCURRENT_CALLS", "100001"}, Case{"CALL_SETUP_TIMEOUT_S", "121"},
-                             Case{"CALL_SETUP_TIMEOUT_S", "1.5"}, Case{"WEBHOOK_MAX_AGE_S", "86401"},
+                             Case{"CALL_SETUP_TIMEOUT_S", "1.5"},
+                             Case{"MEDIA_TIMEOUT_S", "4"}, Case{"MEDIA_TIMEOUT_S", "601"}, Case{"WEBHOOK_MAX_AGE_S", "86401"},
                              Case{"WEBHOOK_MAX_AGE_S", "abc"}}) {
     auto result = load_with(name, value);
     EXPECT_FALSE(result.config) << name << "=" << value;

@@ -155,6 +155,7 @@ TEST(Metrics, CallOutcomes) {
   EXPECT_EQ(outcome_of(EndReason::CallerHungUp, false), CallOutcome::Completed);
   EXPECT_EQ(outcome_of(EndReason::CallerHungUp, true), CallOutcome::Completed);
   EXPECT_EQ(outcome_of(EndReason::AssistantEnded, true), CallOutcome::Completed);
+  EXPECT_EQ(outcome_of(EndReason::MediaTimeout, true), CallOutcome::Completed);
   EXPECT_EQ(outcome_of(EndReason::Shutdown, true), CallOutcome::Completed);
   EXPECT_EQ(outcome_of(EndReason::Shutdown, false), CallOutcome::Rejected);
   EXPECT_EQ(outcome_of(EndReason::RealtimeFailed, false), CallOutcome::Rejected);
