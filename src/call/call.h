@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "assistant/assistant.h"
+#include "call/conversation.h"
 #include "call/media.h"
 #include "config.h"
 #include "glib_util.h"
@@ -51,11 +52,6 @@ struct InboundCallInfo {
   std::string offer_sdp;
 };
 
-struct TranscriptLine {
-  std::string role;  // "user" or "assistant"
-  std::string text;
-};
-
 class Call {
  public:
   using FinishedFn = std::function<void(const std::string& call_id)>;
@@ -77,7 +73,6 @@ class Call {
 
   const std::string& id() const { return info_.call_id; }
   CallState state() const { return state_; }
-  const std::vector<TranscriptLine>& transcript() const { return transcript_; }
   CallDirection direction() const { return CallDirection::Inbound; }
   // Audio and barge-ins so far; zero once the call has ended (Metrics has them then).
   MediaTotals media_totals() const;
@@ -106,9 +101,7 @@ class Call {
   std::string answer_sdp_;
   bool realtime_ready_ = false;
   bool media_connected_ = false;
-  std::vector<TranscriptLine> transcript_;
-  int64_t input_tokens_ = 0;  // summed over the AI's responses
-  int64_t output_tokens_ = 0;
+  Conversation conversation_;
   EndReason end_reason_ = EndReason::Shutdown;
   int64_t started_us_ = g_get_real_time();
   int64_t created_monotonic_us_ = g_get_monotonic_time();  // the connect webhook was handled

@@ -95,11 +95,10 @@ MediaEvents OutboundCall::media_events() {
       on_function_call(tool_call_id, name, arguments);
   };
   events.on_transcript = [this](std::string role, std::string text) {
-    transcript_.push_back({std::move(role), std::move(text)});
+    conversation_.add_line(std::move(role), std::move(text));
   };
   events.on_usage = [this](int64_t input_tokens, int64_t output_tokens) {
-    input_tokens_ += input_tokens;
-    output_tokens_ += output_tokens;
+    conversation_.add_usage(input_tokens, output_tokens);
   };
   events.on_realtime_error = [this](const std::string& code) { metrics_.realtime_error(code); };
   return events;
@@ -199,7 +198,7 @@ void OutboundCall::on_function_call(const std::string& tool_call_id, const std::
   }
   tools_.run(reminder_.phone_number, name, arguments,
              [weak = alive_.weak(), &metrics = metrics_, tool_call_id, name](std::string result) {
-               const bool failed = result.find("\"error\"") != std::string::npos;
+               const bool failed = Tools::is_error(result);
                metrics.tool_call(name, !failed);
                auto self = weak.lock();
                if (!self || (*self)->ended_ || !(*self)->media_)
@@ -264,10 +263,7 @@ void OutboundCall::record_call(const std::string& end_reason) {
   row.started_us = started_us_;
   row.answered_us = answered_us_;
   row.ended_us = ended_us_;
-  for (const auto& line : transcript_)
-    row.transcript.emplace_back(line.role, line.text);
-  row.input_tokens = input_tokens_;
-  row.output_tokens = output_tokens_;
+  conversation_.fill(row);
   vb::record_call(db_, row, [call_id = call_id_](bool ok) {
     if (!ok)
       g_warning("call %s: its record was not saved", call_id.c_str());

@@ -91,8 +91,7 @@ class OutboundCall {
   bool answered_ = false;  // media connected: the reminder is delivered
   bool ended_ = false;
   Outcome outcome_ = Outcome::None;
-  std::vector<TranscriptLine> transcript_;
-  int64_t input_tokens_ = 0, output_tokens_ = 0;
+  Conversation conversation_;
   int64_t started_us_ = g_get_real_time();
   int64_t answered_us_ = 0, ended_us_ = 0;
   ScopedSource ring_timer_;

@@ -23,6 +23,9 @@ class Tools {
   // complete_task, delete_task, create_reminder, list_reminders,
   // cancel_reminder and end_call.
   static std::string definitions_json();
+
+  // Whether a result of run() is an error object (the call changed nothing).
+  static bool is_error(const std::string& result_json) { return result_json.rfind("{\"error\"", 0) == 0; }
   // The names of those tools, end_call included.
   static std::vector<std::string> names();
 
