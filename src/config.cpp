@@ -24,6 +24,7 @@
 // | MAX_CONCURRENT_CALLS         | 100                               | integer 1-100000                              |
 // | CALL_SETUP_TIMEOUT_S         | 15                                | integer 1-120                                 |
 // | MEDIA_TIMEOUT_S              | 30                                | integer 5-600                                 |
+// | OPUS_COMPLEXITY              | 2                                 | integer 0-10                                  |
 // | WEBHOOK_MAX_AGE_S            | 60                                | integer 1-86400                               |
 // | DATABASE_URL                 | unset (tools answer unavailable)  | libpq URI or key=value connection string      |
 // | DATABASE_POOL_SIZE           | 4                                 | integer 1-64                                  |
@@ -303,6 +304,7 @@ ConfigResult load_config(const EnvLookup& env) {
   config.max_concurrent_calls = reader.integer("MAX_CONCURRENT_CALLS", config.max_concurrent_calls, 1, 100000);
   config.call_setup_timeout_s = reader.integer("CALL_SETUP_TIMEOUT_S", config.call_setup_timeout_s, 1, 120);
   config.media_timeout_s = reader.integer("MEDIA_TIMEOUT_S", config.media_timeout_s, 5, 600);
+  config.opus_complexity = reader.integer("OPUS_COMPLEXITY", config.opus_complexity, 0, 10);
   config.webhook_max_age_s = reader.integer("WEBHOOK_MAX_AGE_S", config.webhook_max_age_s, 1, 86400);
   read_database(reader, config);
   read_operations(reader, config);
@@ -328,6 +330,7 @@ std::string Config::describe() const {
          " max_concurrent_calls=" + std::to_string(max_concurrent_calls) +
          " call_setup_timeout_s=" + std::to_string(call_setup_timeout_s) +
          " media_timeout_s=" + std::to_string(media_timeout_s) +
+         " opus_complexity=" + std::to_string(opus_complexity) +
          " webhook_max_age_s=" + std::to_string(webhook_max_age_s) + " database=" + secret(database_url) +
          " database_pool_size=" + std::to_string(database_pool_size) +
          " default_time_zone=" + (default_time_zone.empty() ? "(from caller)" : default_time_zone) +

@@ -34,6 +34,7 @@ struct Config {
   int max_concurrent_calls = 100;
   int call_setup_timeout_s = 15;  // CALL_SETUP_TIMEOUT_S: ICE+DTLS must connect within this after pre_accept
   int media_timeout_s = 30;       // MEDIA_TIMEOUT_S: a connected call whose caller sent no RTP this long is ended
+  int opus_complexity = 2;        // OPUS_COMPLEXITY: libopus complexity of the AI's voice (CPU vs quality)
   int webhook_max_age_s = 60;     // WEBHOOK_MAX_AGE_S: connects older than this are stale, not answered
   std::string database_url;       // DATABASE_URL: libpq URI or key=value string; empty = no database
   int database_pool_size = 4;     // DATABASE_POOL_SIZE

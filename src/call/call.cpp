@@ -91,6 +91,7 @@ void Call::start_media(const std::string& caller_summary) {
   MediaSettings settings;
   settings.ice = config_.ice;
   settings.realtime = config_.realtime;
+  settings.opus_complexity = config_.opus_complexity;
   settings.instructions = call_instructions(config_.realtime.instructions, info_.caller, tools_.time_zone_for(number),
                                             caller_summary, g_get_real_time() / G_USEC_PER_SEC);
   settings.tools_json = Tools::definitions_json();

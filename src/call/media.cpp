@@ -8,7 +8,8 @@
 #include <mutex>
 #include <optional>
 
-extern "C" gboolean gst_plugin_openairealtime_register(void);
+extern "C" void gst_plugin_openairealtime_register(void);
+extern "C" void gst_plugin_voiceopus_register(void);
 
 namespace vb {
 
@@ -301,7 +302,15 @@ void CallMedia::Guard::on_function_call(GstElement*, const gchar* call_id, const
 bool register_static_plugins() {
   static std::once_flag once;
   static bool registered = false;
-  std::call_once(once, [] { registered = gst_plugin_openairealtime_register(); });
+  std::call_once(once, [] {
+    gst_plugin_openairealtime_register();
+    gst_plugin_voiceopus_register();
+    registered = true;
+    for (const char* name : {"openairealtime", "voiceopusenc", "voiceopusdec"}) {
+      g_autoptr(GstElementFactory) factory = gst_element_factory_find(name);
+      registered = registered && factory;
+    }
+  });
   return registered;
 }
 
@@ -398,13 +407,13 @@ bool CallMedia::build_audio_chain(std::string* error) {
   GstBin* bin = GST_BIN(pipeline_);
   webrtc_ = make_element(bin, "webrtcbin", "webrtc", error);
   GstElement* depay = webrtc_ ? make_element(bin, "rtpopusdepay", "opusdepay", error) : nullptr;
-  GstElement* decoder = depay ? make_element(bin, "opusdec", nullptr, error) : nullptr;
-  GstElement* in_resample = decoder ? make_element(bin, "audioresample", nullptr, error) : nullptr;
-  GstElement* in_caps = in_resample ? make_element(bin, "capsfilter", nullptr, error) : nullptr;
+  // Opus is decoded and encoded at the AI's 24 kHz directly (no resampler),
+  // by our single-stream codec elements (plugins/voiceopus: why not opusdec/opusenc).
+  GstElement* decoder = depay ? make_element(bin, "voiceopusdec", nullptr, error) : nullptr;
+  GstElement* in_caps = decoder ? make_element(bin, "capsfilter", nullptr, error) : nullptr;
   realtime_ = in_caps ? make_element(bin, "openairealtime", "realtime", error) : nullptr;
-  GstElement* out_resample = realtime_ ? make_element(bin, "audioresample", nullptr, error) : nullptr;
-  valve_ = out_resample ? make_element(bin, "valve", nullptr, error) : nullptr;
-  GstElement* encoder = valve_ ? make_element(bin, "opusenc", nullptr, error) : nullptr;
+  valve_ = realtime_ ? make_element(bin, "valve", nullptr, error) : nullptr;
+  GstElement* encoder = valve_ ? make_element(bin, "voiceopusenc", nullptr, error) : nullptr;
   GstElement* payloader = encoder ? make_element(bin, "rtpopuspay", "opuspay", error) : nullptr;
   if (!payloader)
     return false;
@@ -418,15 +427,14 @@ bool CallMedia::build_audio_chain(std::string* error) {
   gst_util_set_object_arg(G_OBJECT(valve_), "drop-mode", "forward-sticky-events");
   g_object_set(valve_, "drop", TRUE, nullptr);
   const EncoderSettings encoding = encoder_settings_for(offer_);
-  g_object_set(encoder, "bitrate", encoding.bitrate, "bandwidth", encoding.bandwidth, "inband-fec",
+  g_object_set(encoder, "bitrate", encoding.bitrate, "max-bandwidth", encoding.bandwidth, "inband-fec",
                encoding.inband_fec, "packet-loss-percentage", encoding.inband_fec ? kFecExpectedLossPercent : 0,
-               "dtx", FALSE, "frame-size", encoding.frame_size_ms, nullptr);
-  gst_util_set_object_arg(G_OBJECT(encoder), "audio-type", "voice");
+               "frame-size", encoding.frame_size_ms, "complexity", settings_.opus_complexity, nullptr);
   g_object_set(payloader, "pt", static_cast<guint>(offer_.payload_type), nullptr);
 
   // webrtcbin's pads appear later: on_pad_added links them.
-  if (!gst_element_link_many(depay, decoder, in_resample, in_caps, realtime_, nullptr) ||
-      !gst_element_link_many(realtime_, out_resample, valve_, encoder, payloader, nullptr)) {
+  if (!gst_element_link_many(depay, decoder, in_caps, realtime_, nullptr) ||
+      !gst_element_link_many(realtime_, valve_, encoder, payloader, nullptr)) {
     *error = "cannot link the call's audio elements";
     return false;
   }

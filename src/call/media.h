@@ -27,6 +27,7 @@ struct MediaSettings {
   std::string instructions;  // per-call instructions (override realtime.instructions when non-empty)
   std::string tools_json;    // JSON array of tool definitions for the session ("" = none)
   int gather_timeout_ms = 2500;
+  int opus_complexity = 2;  // voiceopusenc's complexity (0-10): CPU per speaking call vs quality
   // Addresses ICE gathers on (IP literals); empty = every interface. Tests pin
   // it to one veth address, multi-homed servers to the media interface.
   std::vector<std::string> local_ip_addresses;

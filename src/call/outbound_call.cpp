@@ -67,6 +67,7 @@ void OutboundCall::start() {
   MediaSettings settings;
   settings.ice = config_.ice;
   settings.realtime = config_.realtime;
+  settings.opus_complexity = config_.opus_complexity;
   settings.instructions = instructions();
   settings.tools_json = Tools::definitions_json();
   std::string error;

@@ -32,7 +32,7 @@ OfferParseResult parse_offer(std::string_view sdp);
 // opusenc settings honouring the offer's fmtp.
 struct EncoderSettings {
   int bitrate;        // bits per second
-  int bandwidth;      // GstOpusEncBandwidth value (1101 narrowband ... 1105 fullband)
+  int bandwidth;      // OPUS_BANDWIDTH_* value (1101 narrowband ... 1105 fullband)
   bool inband_fec;
   int frame_size_ms;  // 10, 20, 40 or 60
 };
