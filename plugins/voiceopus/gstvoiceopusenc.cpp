@@ -12,7 +12,7 @@
  * of a call: encoding digital silence costs as much as encoding speech.
  *
  * Silence: a frame is silent when its buffer is flagged GAP or all its
- * samples are zero. After a few silent frames have gone through the encoder
+ * samples are zero. After 10 silent frames (200 ms) have gone through the encoder
  * (so that its state and lookahead, and the far end's decoder, have settled on
  * silence) the packet it produced is cached and sent again for every further
  * silent frame without running the encoder. Timestamps and the packet cadence
@@ -38,9 +38,11 @@ namespace {
 constexpr int kDefaultFrameMs = 20;
 constexpr int kMaxFrameMs = 60;
 constexpr int kMaxPacketBytes = 1275;  // RFC 6716 §3.2.1: one frame's largest size
-// Silent frames encoded before the packet is cached: enough for libopus's
-// lookahead (≤ 6.5 ms) and SILK's inter-frame state to have flushed.
-constexpr guint64 kSilentFramesBeforeCaching = 3;
+// Silent frames encoded before the packet is cached: libopus's lookahead
+// (≤ 6.5 ms) and SILK's inter-frame state must have flushed. After speech its
+// silence packets take ~4 frames to shrink to their steady 7-8 bytes (with
+// in-band FEC on they carry the last speech frame again: 35-54 bytes).
+constexpr guint64 kSilentFramesBeforeCaching = 10;
 
 constexpr int kDefaultBitrate = 20000;
 constexpr int kDefaultComplexity = 5;
@@ -100,7 +102,7 @@ struct _GstVoiceOpusEnc {
   OpusEncoderPtr encoder;
   int rate;
   int frame_samples;
-  guint64 silent_run;      // consecutive silent frames
+  guint64 silent_run;        // consecutive silent frames
   BufferPtr silence_packet;  // cached once the encoder has settled on silence
 };
 
