@@ -7,20 +7,22 @@ fresh processes, calls placed with a small ramp, a warm-up, then a steady
 window over which CPU, gaps and latencies are measured. Prints one table row
 per N and writes everything to <out>/results.json.
 
-Cheap callers: aiortc does ICE/DTLS/SRTP, but audio is pre-encoded Opus
-(encoded once per process, replayed as packets: no encoder per call) and what
-comes back is counted per RTP packet, never decoded.
+Cheap callers: the N WhatsApp callers are peers of one single-threaded C++
+process, `voicebridge-bench-callers` (JSON lines on its stdin/stdout, see
+bench/README.md), which sends pre-encoded Opus and counts what comes back. Sound
+onsets on the server's WebSocket are timed by fake-realtime itself (GET
+/_test/sessions), so nothing sits between the server and fake-realtime.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import fractions
 import json
 import math
 import os
 import re
+import signal
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,22 +32,16 @@ from typing import Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
-from aiortc import RTCSessionDescription  # noqa: E402
-from aiortc.codecs.opus import OpusEncoder  # noqa: E402
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 
 import harness  # noqa: E402
-from fake_meta.caller import (FRAME_SAMPLES, SAMPLE_RATE, BurstSignal, Caller,  # noqa: E402
-                              rename_mid, whatsapp_offer)
+from fake_meta.caller import FRAME_SAMPLES, SAMPLE_RATE, BurstSignal  # noqa: E402
 
 TONE_ON_S, TONE_OFF_S = 1.0, 3.0           # one caller turn every 4 s
-LOUD_PAYLOAD_BYTES = 20                    # Opus of digital silence is ~8 bytes, of a tone 50+
-ONSET_QUIET_PACKETS = 5                    # a loud packet after this many quiet ones is an onset
-PCM_ONSET_LEVEL = int(0.05 * 32767)        # |sample| above this in a WebSocket append/delta is sound
+FRAME_S = 0.020
 MIN_RTP_RATE = 45                          # packets/s a healthy call receives (50 sent)
 MATCH_WINDOW_S = 1.0                       # latencies above this are unmatched, not latencies
+CALLERS_LOCAL_IP = "198.18.0.2"            # tests/netns-run's second veth address
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -90,231 +86,183 @@ def percentile(values: list[float], q: float) -> Optional[float]:
 # ---- pre-encoded caller audio ------------------------------------------------------------
 def encode_turns(frequency_hz: float) -> list[bytes]:
     """One period (tone then silence) as 20 ms Opus payloads, encoded once."""
-    signal = BurstSignal(frequency_hz, on_s=TONE_ON_S, off_s=TONE_OFF_S)
+    # aiortc's encoder (Meta's settings are negotiated by the offer, not the encoder)
+    # is the only use of av and aiortc here; it runs once, before any call.
+    import fractions
+
+    import av
+    from aiortc.codecs.opus import OpusEncoder
+
+    signal_ = BurstSignal(frequency_hz, on_s=TONE_ON_S, off_s=TONE_OFF_S)
     encoder = OpusEncoder()
     frames = int((TONE_ON_S + TONE_OFF_S) * SAMPLE_RATE) // FRAME_SAMPLES
     payloads = []
     for i in range(frames):
-        pcm = signal.samples(i * FRAME_SAMPLES, FRAME_SAMPLES)
+        pcm = signal_.samples(i * FRAME_SAMPLES, FRAME_SAMPLES)
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = i * FRAME_SAMPLES
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
         encoded, _ = encoder.encode(frame)
         payloads.extend(encoded)
+    if len(payloads) != frames:
+        raise RuntimeError(f"the Opus encoder gave {len(payloads)} payloads for {frames} frames")
     return payloads
 
 
-class PreEncodedTrack(MediaStreamTrack):
-    """Replays the pre-encoded payloads in real time; notes when each tone starts."""
+def write_payloads(payloads: list[bytes], path: Path) -> None:
+    """The callers' --payloads file: [2-byte big-endian length][payload] per 20 ms frame."""
+    path.write_bytes(b"".join(struct.pack(">H", len(p)) + p for p in payloads))
 
-    kind = "audio"
 
-    def __init__(self, payloads: list[bytes], on_tone_start):
-        super().__init__()
-        self.payloads = payloads
-        self.on_tone_start = on_tone_start
-        self._index = 0
-        self._start: Optional[float] = None
+# ---- the callers process -------------------------------------------------------------------
+class CallersProcess:
+    """voicebridge-bench-callers: N caller peers in one process, driven by JSON
+    lines (bench/README.md, "The callers process"). Events are routed to the
+    BenchCaller of their peer id; `window` events answer window()."""
 
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self._index * 0.020 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        position = self._index % len(self.payloads)
-        if position == 0:
-            self.on_tone_start(time.monotonic())
-        packet = av.Packet(self.payloads[position])
-        packet.pts = self._index * FRAME_SAMPLES
-        packet.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        self._index += 1
-        return packet
+    def __init__(self, binary: Path, payloads_path: Path, tone_frames: int, log_path: Path):
+        self.argv = [str(binary), "--local-ip", CALLERS_LOCAL_IP, "--payloads", str(payloads_path),
+                     "--tone-frames", str(tone_frames)]
+        self.log_path = log_path
+        self.process: Optional[asyncio.subprocess.Process] = None
+        self.peers: dict[int, BenchCaller] = {}
+        self._windows: asyncio.Queue[dict] = asyncio.Queue()
+        self._reader: Optional[asyncio.Task] = None
+        self.protocol_errors: list[str] = []
+
+    async def start(self) -> None:
+        if not Path(self.argv[0]).exists():
+            raise FileNotFoundError(f"{self.argv[0]} does not exist (not built?)")
+        self._log = open(self.log_path, "wb")
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=self._log, limit=1 << 22, preexec_fn=harness._die_with_parent)
+        self._reader = asyncio.ensure_future(self._read_events())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def send(self, command: dict) -> None:
+        if self.process.returncode is not None or self.process.stdin.is_closing():
+            raise RuntimeError(f"voicebridge-bench-callers exited with {self.process.returncode} "
+                               f"(see {self.log_path})")
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+
+    async def window(self, timeout: float = 10) -> dict:
+        """Counters of every peer since the previous window, and the process's CPU."""
+        self.send({"cmd": "window"})
+        return await asyncio.wait_for(self._windows.get(), timeout)
+
+    async def _read_events(self) -> None:
+        while line := await self.process.stdout.readline():
+            try:
+                event = json.loads(line)
+                kind = event["event"]
+            except (ValueError, KeyError, TypeError):
+                self._protocol_error(f"unreadable event line {line[:200]!r}")
+                continue
+            if kind == "window":
+                self._windows.put_nowait(event)
+                continue
+            peer = self.peers.get(event.get("id"))
+            if peer is None:
+                self._protocol_error(f"event for an unknown peer: {line[:200]!r}")
+                continue
+            peer.on_event(kind, event)
+        for peer in self.peers.values():         # the process is gone: nobody is connected any more
+            if not peer.hung_up:
+                peer.on_event("failed", {"reason": "voicebridge-bench-callers exited"})
+
+    def _protocol_error(self, problem: str) -> None:
+        self.protocol_errors.append(problem)
+        print(f"loadgen: callers: {problem}", file=sys.stderr)
+
+    async def stop(self, grace: float = 5) -> Optional[int]:
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            try:
+                self.send({"cmd": "quit"})
+                self.process.stdin.close()
+                await asyncio.wait_for(self.process.wait(), grace)
+            except (RuntimeError, OSError, asyncio.TimeoutError):
+                if self.process.returncode is None:
+                    self.process.send_signal(signal.SIGKILL)
+                    await self.process.wait()
+        if self._reader:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._log.close()
+        return self.process.returncode
 
 
 @dataclass
-class CallStats:
-    """What one call's caller and its WebSocket saw; times are time.monotonic()."""
-    measuring: bool = False
-    rtp_packets: int = 0
-    last_rtp_at: Optional[float] = None
-    max_gap_s: float = 0.0
-    quiet_run: int = ONSET_QUIET_PACKETS
-    tone_sent_at: list[float] = field(default_factory=list)      # caller's tone onsets
-    rtp_onset_at: list[float] = field(default_factory=list)      # AI audio onsets heard
-    append_onset_at: list[float] = field(default_factory=list)   # caller audio onsets on the WebSocket
-    delta_onset_at: list[float] = field(default_factory=list)    # AI audio onsets on the WebSocket
+class CallerTimes:
+    """Event times of one caller (CLOCK_MONOTONIC seconds, as time.monotonic())."""
+    connected_at: Optional[float] = None
+    failed: Optional[str] = None
+    tones: list[float] = field(default_factory=list)       # tone starts sent
+    onsets: list[float] = field(default_factory=list)      # AI audio onsets heard
 
 
-class BenchCaller(Caller):
-    """A Meta-shaped aiortc caller that sends pre-encoded Opus and counts RTP."""
+class BenchCaller:
+    """One WhatsApp caller: a peer of the callers process. Has what the
+    end-to-end harness needs of a caller (name, wa_id, offer_sdp, make_offer,
+    apply_answer, hang_up)."""
 
-    def __init__(self, name: str, wa_id: str, payloads: list[bytes]):
-        super().__init__(name, wa_id)
-        self.stats = CallStats()
-        self.payloads = payloads
+    def __init__(self, peer_id: int, name: str, wa_id: str, callers: CallersProcess):
+        self.peer_id, self.name, self.wa_id = peer_id, name, wa_id
+        self.callers = callers
+        self.offer_sdp = ""
+        self.times = CallerTimes()
+        self._offer: Optional[asyncio.Future[str]] = None      # while make_offer() waits
+        self._settled = asyncio.Event()           # connected or failed
+        self.hung_up = False
+        callers.peers[peer_id] = self
 
-    async def make_offer(self) -> str:
-        track = PreEncodedTrack(self.payloads, self._tone_started)
-        transceiver = self.pc.addTransceiver(track, direction="sendrecv")
-        transceiver.receiver._handle_rtp_packet = self._count_rtp
-        offer = await self.pc.createOffer()
-        offer_mid = re.search(r"^a=mid:(\S+)", offer.sdp, re.M).group(1)
-        await self.pc.setLocalDescription(
-            RTCSessionDescription(rename_mid(offer.sdp, offer_mid, "audio"), "offer"))
-        ice = transceiver.sender.transport.transport          # behave like Meta's lite agent
-        ice._connection.ice_controlling = False
-        ice._role_set = True
-        self.offer_sdp = whatsapp_offer(self.pc.localDescription.sdp, ice_lite=True)
+    def on_event(self, kind: str, event: dict) -> None:
+        if kind == "offer":
+            if self._offer and not self._offer.done():
+                self._offer.set_result(event.get("sdp", ""))
+        elif kind == "connected":
+            self.times.connected_at = event.get("t")
+            self._settled.set()
+        elif kind == "failed":
+            self.times.failed = self.times.failed or str(event.get("reason"))
+            if self._offer and not self._offer.done():
+                self._offer.set_exception(RuntimeError(f"{self.name}: {self.times.failed}"))
+            self._settled.set()
+        elif kind == "tone":
+            self.times.tones.append(event["t"])
+        elif kind == "onset":
+            self.times.onsets.append(event["t"])
+
+    async def make_offer(self, timeout: float = 10) -> str:
+        self._offer = asyncio.get_running_loop().create_future()
+        self.callers.send({"cmd": "offer", "id": self.peer_id})
+        self.offer_sdp = await asyncio.wait_for(self._offer, timeout)
         return self.offer_sdp
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        pass                                                   # nothing is decoded
+    async def apply_answer(self, sdp: str) -> None:
+        if not self.hung_up:
+            self.callers.send({"cmd": "answer", "id": self.peer_id, "sdp": sdp})
 
-    def _tone_started(self, at: float) -> None:
-        if self.stats.measuring:
-            self.stats.tone_sent_at.append(at)
-
-    async def _count_rtp(self, packet, arrival_time_ms: int) -> None:
-        now, s = time.monotonic(), self.stats
-        if s.measuring:
-            s.rtp_packets += 1
-            if s.last_rtp_at is not None:
-                s.max_gap_s = max(s.max_gap_s, now - s.last_rtp_at)
-            s.last_rtp_at = now
-        if len(packet.payload) >= LOUD_PAYLOAD_BYTES:
-            if s.quiet_run >= ONSET_QUIET_PACKETS and s.measuring:
-                s.rtp_onset_at.append(now)
-            s.quiet_run = 0
-        else:
-            s.quiet_run += 1
-
-
-# ---- a WebSocket-watching TCP proxy between voicebridge and fake-realtime -------------------
-class WebSocketTap:
-    """Forwards bytes unchanged; parses the WebSocket frames of each direction to
-    time-stamp the onsets of sound in input_audio_buffer.append (server to AI)
-    and response.output_audio.delta (AI to server). Connections are matched to
-    calls by the caller's name in the session instructions."""
-
-    def __init__(self, callers_by_name: dict[str, BenchCaller]):
-        self.callers_by_name = callers_by_name
-        self.upstream: tuple[str, int] = ("127.0.0.1", 0)
-        self.port = 0
-        self._server: Optional[asyncio.AbstractServer] = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server:
-            self._server.close()
-
-    async def _connection(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+    async def wait_connected(self, timeout: float) -> bool:
         try:
-            up_r, up_w = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            client_w.close()
-            return
-        state = {"caller": None}
-        await asyncio.gather(self._pump(client_r, up_w, state, to_ai=True),
-                             self._pump(up_r, client_w, state, to_ai=False),
-                             return_exceptions=True)
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.times.connected_at is not None and self.times.failed is None
 
-    async def _pump(self, reader, writer, state: dict, *, to_ai: bool) -> None:
-        parser = FrameParser()
-        quiet = {"value": True}
-        try:
-            while data := await reader.read(65536):
-                now = time.monotonic()
-                writer.write(data)
-                for text in parser.feed(data):
-                    self._inspect(text, now, state, quiet, to_ai)
-                await writer.drain()
-        finally:
-            writer.close()
-
-    def _inspect(self, text: str, now: float, state: dict, quiet: dict, to_ai: bool) -> None:
-        if state["caller"] is None:
-            for name, caller in self.callers_by_name.items():
-                if name in text:
-                    state["caller"] = caller
-                    break
-            return
-        if not to_ai and ('"response.created"' in text or '"response.done"' in text):
-            quiet["value"] = True                # a new reply starts with its first sound
-            return
-        kind = "input_audio_buffer.append" if to_ai else "response.output_audio.delta"
-        if f'"{kind}"' not in text:
-            return
-        try:
-            audio = json.loads(text)["audio" if to_ai else "delta"]
-            pcm = np.frombuffer(base64.b64decode(audio), dtype="<i2")
-        except (ValueError, KeyError, TypeError):
-            return
-        loud = pcm.size > 0 and int(np.abs(pcm.astype(np.int32)).max()) > PCM_ONSET_LEVEL
-        stats = state["caller"].stats
-        if loud and quiet["value"] and stats.measuring:
-            (stats.append_onset_at if to_ai else stats.delta_onset_at).append(now)
-        quiet["value"] = not loud
-
-
-class FrameParser:
-    """Reassembles WebSocket text messages from a byte stream (after the HTTP upgrade)."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.in_http = True
-        self.fragments = b""
-
-    def feed(self, data: bytes) -> list[str]:
-        self.buffer += data
-        if self.in_http:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return []
-            self.buffer, self.in_http = self.buffer[end + 4:], False
-        messages = []
-        while True:
-            frame = self._next_frame()
-            if frame is None:
-                return messages
-            fin, opcode, payload = frame
-            if opcode in (0x1, 0x0):
-                self.fragments += payload
-                if fin:
-                    messages.append(self.fragments.decode("utf-8", "replace"))
-                    self.fragments = b""
-
-    def _next_frame(self) -> Optional[tuple[bool, int, bytes]]:
-        b = self.buffer
-        if len(b) < 2:
-            return None
-        fin, opcode, masked, length = b[0] & 0x80, b[0] & 0x0F, b[1] & 0x80, b[1] & 0x7F
-        offset = 2
-        if length == 126:
-            if len(b) < 4:
-                return None
-            length, offset = int.from_bytes(b[2:4], "big"), 4
-        elif length == 127:
-            if len(b) < 10:
-                return None
-            length, offset = int.from_bytes(b[2:10], "big"), 10
-        key = b""
-        if masked:
-            key, offset = b[offset:offset + 4], offset + 4
-        if len(b) < offset + length:
-            return None
-        payload = b[offset:offset + length]
-        if masked:
-            mask = np.frombuffer((key * (length // 4 + 1))[:length], dtype=np.uint8)
-            payload = (np.frombuffer(payload, dtype=np.uint8) ^ mask).tobytes()
-        self.buffer = b[offset + length:]
-        return bool(fin), opcode, payload
+    async def hang_up(self) -> None:
+        if not self.hung_up and self.callers.running:
+            self.callers.send({"cmd": "hangup", "id": self.peer_id})
+        self.hung_up = True
 
 
 # ---- one run at N calls -------------------------------------------------------------------
@@ -328,6 +276,10 @@ def match_latencies(starts: list[float], ends: list[float]) -> list[float]:
     return out
 
 
+def within(times: list[float], t0: float, t1: float) -> list[float]:
+    return [t for t in times if t0 <= t <= t1]
+
+
 def setup_histogram_quantiles(metrics: str) -> dict:
     """p50/p99 upper bounds from the voicebridge_call_setup_seconds histogram."""
     buckets = []
@@ -339,24 +291,27 @@ def setup_histogram_quantiles(metrics: str) -> dict:
     return {f"p{q}": next(le for le, count in buckets if count >= q / 100 * total) * 1000 for q in (50, 99)}
 
 
-async def run_once(n: int, args, payloads: list[bytes], out_dir: Path) -> dict:
-    callers = [BenchCaller(f"Bench Caller {i:03d}", f"1555{i:07d}", payloads) for i in range(n)]
-    tap = WebSocketTap({c.name: c for c in callers})
-    await tap.start()
+def session_onsets(sessions: list[dict], caller: BenchCaller) -> tuple[list[float], list[float]]:
+    """(append onsets, delta onsets) of the fake AI session carrying the caller's name."""
+    matches = [s for s in sessions if caller.name in (s.get("instructions") or "")]
+    if not matches:
+        return [], []
+    return matches[-1].get("append_onsets", []), matches[-1].get("delta_onsets", [])
 
-    class TappedHarness(harness.Harness):
-        def server_env(self) -> dict[str, str]:
-            env = super().server_env()
-            tap.upstream = ("127.0.0.1", int(re.search(r":(\d+)/", self.realtime_url).group(1)))
-            env["OPENAI_REALTIME_URL"] = self.realtime_url.replace(f":{tap.upstream[1]}/", f":{tap.port}/")
-            return env
 
-    h = TappedHarness(f"bench-n{n}", log_dir=out_dir / f"n{n}",
-                      realtime_args=("--tone-hz", "1200", "--reply-ms", str(args.reply_ms)),
-                      env={"MAX_CONCURRENT_CALLS": str(max(n, 1)), "G_MESSAGES_DEBUG": None,
-                           "CALL_SETUP_TIMEOUT_S": "20"})
+async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
+    log_dir = out_dir / f"n{n}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    callers_process = CallersProcess(args.callers_binary, payloads_path, int(TONE_ON_S / FRAME_S),
+                                     log_dir / "callers.log")
+    h = harness.Harness(f"bench-n{n}", log_dir=log_dir,
+                        realtime_args=("--tone-hz", "1200", "--reply-ms", str(args.reply_ms)),
+                        env={"MAX_CONCURRENT_CALLS": str(max(n, 1)), "G_MESSAGES_DEBUG": None,
+                             "CALL_SETUP_TIMEOUT_S": "20"})
     result: dict = {"n": n}
     try:
+        await callers_process.start()
+        callers = [BenchCaller(i, f"Bench Caller {i:03d}", f"1555{i:07d}", callers_process) for i in range(n)]
         await h.start()
         pid = h.server.pid
         await asyncio.sleep(1)
@@ -381,33 +336,46 @@ async def run_once(n: int, args, payloads: list[bytes], out_dir: Path) -> dict:
             if accept:
                 setup_ms.append((accept.received_at - webhook_sent[call_id]) * 1000)
         up = [c for c, ok in zip(callers, connected) if ok]
-        result.update(calls_up=len(up), calls_failed=n - len(up),
+        failures = sorted({c.times.failed for c in callers if c.times.failed})
+        result.update(calls_up=len(up), calls_failed=n - len(up), caller_failures=failures,
                       setup_ms_p50=percentile(setup_ms, 50), setup_ms_p99=percentile(setup_ms, 99),
                       pre_accept_ms_p50=percentile(pre_accept_ms, 50),
                       pre_accept_ms_p99=percentile(pre_accept_ms, 99))
 
         await asyncio.sleep(args.warmup)
-        for c in up:
-            c.stats.measuring = True
         realtime_pid, me = h.realtime.pid, os.getpid()
         t0 = time.monotonic()
         cpu0 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
-        profiler = await start_profiler(pid, args, out_dir / f"n{n}") if args.perf else None
+        start = await callers_process.window()        # resets the callers' counters
+        profiler = await start_profiler(pid, args, log_dir) if args.perf else None
         await asyncio.sleep(args.seconds)
         if profiler:
             await profiler.wait()
+        end = await callers_process.window()          # counters over the window
         cpu1 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
-        window = time.monotonic() - t0
-        for c in up:
-            c.stats.measuring = False
+        t1 = time.monotonic()
+        window, callers_window = t1 - t0, end["t"] - start["t"]
         per_call = max(len(up), 1)
         server_cpu = (cpu1[pid] - cpu0[pid]) / window * 100
+        callers_cpu = (end["cpu_s"] - start["cpu_s"]) / callers_window * 100
+        own_cpu = (cpu1[me] - cpu0[me]) / window * 100
         async with h.http.get(f"{h.base_url}/metrics") as response:
             metrics = await response.text()
-        inbound = [ms for c in up for ms in match_latencies(c.stats.tone_sent_at, c.stats.append_onset_at)]
-        outbound = [ms for c in up for ms in match_latencies(c.stats.delta_onset_at, c.stats.rtp_onset_at)]
+        sessions = await h.sessions()
+        inbound, outbound, tones, replies = [], [], 0, 0
+        for c in up:
+            appends, deltas = (within(times, t0, t1) for times in session_onsets(sessions, c))
+            caller_tones, caller_onsets = within(c.times.tones, t0, t1), within(c.times.onsets, t0, t1)
+            inbound += match_latencies(caller_tones, appends)
+            outbound += match_latencies(deltas, caller_onsets)
+            tones += len(caller_tones)
+            replies += len(deltas)
+        counters = {peer["id"]: peer for peer in end["peers"]}
+        received = {c.peer_id: counters.get(c.peer_id, {}).get("received", 0) for c in up}
+        gaps = [counters[c.peer_id]["max_gap_ms"] for c in up
+                if counters.get(c.peer_id, {}).get("max_gap_ms") is not None]
         still_up = await h.active_calls()
-        silent = [c for c in up if c.stats.rtp_packets < MIN_RTP_RATE * window]
+        silent = [c for c in up if received[c.peer_id] < MIN_RTP_RATE * callers_window]
         result.update(
             window_s=window, calls_up_at_end=still_up, calls_without_media=len(silent),
             calls_failed=n - len(up) + len(silent) + max(0, len(up) - still_up),
@@ -415,21 +383,23 @@ async def run_once(n: int, args, payloads: list[bytes], out_dir: Path) -> dict:
             rss_kb=rss_kb(pid), threads=thread_count(pid), thread_names=thread_names(pid),
             rss_kb_per_call=(rss_kb(pid) - result["idle_rss_kb"]) / per_call,
             threads_per_call=(thread_count(pid) - result["idle_threads"]) / per_call,
-            loadgen_cpu_pct=(cpu1[me] - cpu0[me]) / window * 100,
+            loadgen_cpu_pct=callers_cpu + own_cpu, loadgen_cpu_pct_per_call=(callers_cpu + own_cpu) / per_call,
+            callers_cpu_pct=callers_cpu, loadgen_py_cpu_pct=own_cpu,
             fake_realtime_cpu_pct=(cpu1[realtime_pid] - cpu0[realtime_pid]) / window * 100,
-            rtp_packets_per_call_s=sum(c.stats.rtp_packets for c in up) / per_call / window,
-            max_outbound_gap_ms=max((c.stats.max_gap_s * 1000 for c in up), default=None),
+            rtp_packets_per_call_s=sum(received.values()) / per_call / callers_window,
+            max_outbound_gap_ms=max(gaps, default=None),
             inbound_ms_p50=percentile(inbound, 50), inbound_ms_p99=percentile(inbound, 99),
-            inbound_samples=len(inbound), tones_sent=sum(len(c.stats.tone_sent_at) for c in up),
+            inbound_samples=len(inbound), tones_sent=tones,
             outbound_ms_p50=percentile(outbound, 50), outbound_ms_p99=percentile(outbound, 99),
-            outbound_samples=len(outbound), replies_seen=sum(len(c.stats.delta_onset_at) for c in up),
+            outbound_samples=len(outbound), replies_seen=replies,
+            callers_protocol_errors=callers_process.protocol_errors,
             metrics_setup_ms=setup_histogram_quantiles(metrics))
         for c, call_id in zip(callers, call_ids):
             if call_id:
                 await h.caller_hangs_up(c, call_id)
     finally:
         codes = await h.stop()
-        await tap.stop()
+        result["callers_exit"] = await callers_process.stop()
         result["server_exit"] = codes.get("voicebridge")
     return result
 
@@ -491,14 +461,18 @@ async def main() -> int:
     parser.add_argument("--perf", action="store_true",
                         help="perf record the server over each window (<out>/n<N>/perf.data)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--callers-binary", type=Path,
+                        default=harness.BUILD_ROOT / "bench" / "voicebridge-bench-callers",
+                        help="voicebridge-bench-callers (default: the build's)")
     args = parser.parse_args()
     asyncio.get_running_loop().set_debug(False)
     args.out.mkdir(parents=True, exist_ok=True)
-    payloads = encode_turns(440.0)
+    payloads_path = args.out / "payloads.bin"
+    write_payloads(encode_turns(440.0), payloads_path)
     results = []
     for n in (int(v) for v in args.calls.split(",")):
         try:
-            results.append(await run_once(n, args, payloads, args.out))
+            results.append(await run_once(n, args, payloads_path, args.out))
         except (AssertionError, OSError, RuntimeError, asyncio.TimeoutError) as error:
             print(f"loadgen: N={n} failed: {error!r} (logs in {args.out}/n{n})", file=sys.stderr)
             results.append({"n": n, "error": repr(error)})

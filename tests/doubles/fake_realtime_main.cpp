@@ -19,7 +19,9 @@
 //                                   speech_started, speech_stopped, responses_started, responses_cancelled,
 //                                   response_active, input_tokens and output_tokens (usage summed over
 //                                   every response.done sent), truncates [{item_id, audio_end_ms,
-//                                   audio_sent_ms}], function_outputs, errors_sent, open
+//                                   audio_sent_ms}], function_outputs, errors_sent, open,
+//                                   append_onsets and delta_onsets (CLOCK_MONOTONIC seconds, the last 1000:
+//                                   loud appends after quiet ones, each response's first loud delta sent)
 //   POST /_test/sessions/<i>/drop   close session i abruptly (no close frame)
 //   POST /_test/sessions/<i>/send   send the request body to session i as a text frame
 //   POST /_test/sessions/<i>/reply  start a reply now, as if a turn ended (409 while a response is active)

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 #include <map>
@@ -34,6 +35,7 @@ constexpr int kSamplesPerMs = kSampleRate / 1000;
 constexpr int kVadWindowSamples = 20 * kSamplesPerMs;  // 20 ms energy windows
 constexpr int kMinCommitMs = 100;                       // the real API refuses shorter manual commits
 constexpr double kToneAmplitude = 0.3;                  // fraction of full scale
+constexpr int kOnsetSampleLevel = static_cast<int>(SessionSnapshot::kOnsetLevel * 32767);
 
 const char* const kBetaRefusal =
     "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.";
@@ -199,6 +201,7 @@ struct ReplyAudio {
   int tone_hz = 0;
   std::vector<std::string> chunks;  // base64 PCM16 LE
   std::vector<int> chunk_ms;
+  std::vector<bool> chunk_loud;     // has a sample above the onset level
 };
 
 std::shared_ptr<const ReplyAudio> make_reply_audio(const Behaviour& behaviour) {
@@ -211,15 +214,18 @@ std::shared_ptr<const ReplyAudio> make_reply_audio(const Behaviour& behaviour) {
   for (int start_ms = 0; start_ms < behaviour.reply_ms; start_ms += behaviour.delta_ms) {
     const int ms = std::min(behaviour.delta_ms, behaviour.reply_ms - start_ms);
     pcm.resize(static_cast<size_t>(ms) * kSamplesPerMs * 2);
+    bool loud = false;
     for (size_t i = 0; i < pcm.size(); i += 2, ++sample_index) {
       const double phase = 2.0 * G_PI * behaviour.reply_tone_hz * static_cast<double>(sample_index) / kSampleRate;
       const auto sample = static_cast<int16_t>(std::lround(kToneAmplitude * 32767.0 * std::sin(phase)));
       pcm[i] = static_cast<uint8_t>(sample & 0xff);
       pcm[i + 1] = static_cast<uint8_t>((static_cast<uint16_t>(sample) >> 8) & 0xff);
+      loud = loud || std::abs(sample) > kOnsetSampleLevel;
     }
     g_autofree char* encoded = g_base64_encode(pcm.data(), pcm.size());
     audio->chunks.emplace_back(encoded);
     audio->chunk_ms.push_back(ms);
+    audio->chunk_loud.push_back(loud);
   }
   return audio;
 }
@@ -623,8 +629,20 @@ struct AudioResponse {
   int ms_sent = 0;
   double speed = 1.0;
   int64_t started_us = 0;
+  bool onset_sent = false;  // a loud delta of this response has been sent
   SourcePtr timer;
 };
+
+double monotonic_seconds() {
+  return static_cast<double>(g_get_monotonic_time()) / 1e6;
+}
+
+// Keeps the newest SessionSnapshot::kMaxOnsets times (onsets come seconds apart).
+void add_onset(std::vector<double>& onsets, double at) {
+  if (onsets.size() >= SessionSnapshot::kMaxOnsets)
+    onsets.erase(onsets.begin());
+  onsets.push_back(at);
+}
 
 size_t count_words(const std::string& text) {
   size_t words = 0;
@@ -729,6 +747,7 @@ class Session {
   std::vector<uint8_t> decoded_;   // reused per append
   std::vector<int16_t> samples_;   // reused per append
   std::optional<uint8_t> odd_byte_;
+  bool last_append_loud_ = false;  // for append onsets
   int64_t samples_total_ = 0;
   int64_t uncommitted_samples_ = 0;
   int window_fill_ = 0;
@@ -965,6 +984,7 @@ void Session::apply_effective_session() {
 // Session: input audio, energy VAD and turns.
 
 void Session::handle_append(JsonObject* event, const std::string& client_event_id) {
+  const double received_at = monotonic_seconds();
   JsonNode* audio = json_object_get_member(event, "audio");
   if (!audio) {
     send_error(missing_parameter("audio"), client_event_id);
@@ -992,8 +1012,15 @@ void Session::handle_append(JsonObject* event, const std::string& client_event_i
   if (bytes % 2)
     odd_byte_ = decoded_[bytes - 1];
   samples_.resize(count);
-  for (size_t i = 0; i < count; ++i)
+  int max_abs = 0;
+  for (size_t i = 0; i < count; ++i) {
     samples_[i] = static_cast<int16_t>(decoded_[2 * i] | (decoded_[2 * i + 1] << 8));  // little-endian
+    max_abs = std::max(max_abs, std::abs(static_cast<int>(samples_[i])));
+  }
+  const bool loud = max_abs > kOnsetSampleLevel;
+  if (loud && !last_append_loud_)
+    update_record([at = received_at](SessionSnapshot& r) { add_onset(r.append_onsets, at); });
+  last_append_loud_ = loud;
   process_samples(samples_.data(), count);
 }
 
@@ -1465,6 +1492,10 @@ void Session::send_due_audio() {
     send_text(text);
     if (!response_)
       return;  // the socket failed and closed under us
+    if (!r.onset_sent && r.audio->chunk_loud[i]) {
+      r.onset_sent = true;
+      update_record([at = monotonic_seconds()](SessionSnapshot& record) { add_onset(record.delta_onsets, at); });
+    }
     r.ms_sent += r.audio->chunk_ms[i];
     assistant_audio_ms_[r.item_id] = r.ms_sent;
     if (!r.transcript_pieces[i].empty()) {
@@ -1582,6 +1613,12 @@ JsonObj summary(const SessionSnapshot& s) {
   JsonArray* errors = json_array_new();
   for (const std::string& code : s.errors_sent)
     json_array_add_string_element(errors, code.c_str());
+  auto times = [](const std::vector<double>& seconds) {
+    JsonArray* array = json_array_sized_new(static_cast<guint>(seconds.size()));
+    for (const double t : seconds)
+      json_array_add_double_element(array, t);
+    return array;
+  };
   JsonObj object;
   object.str("path", s.path)
       .str("query", s.query)
@@ -1603,6 +1640,8 @@ JsonObj summary(const SessionSnapshot& s) {
       .arr("truncates", truncates)
       .arr("function_outputs", outputs)
       .arr("errors_sent", errors)
+      .arr("append_onsets", times(s.append_onsets))
+      .arr("delta_onsets", times(s.delta_onsets))
       .boolean("open", s.open);
   return object;
 }

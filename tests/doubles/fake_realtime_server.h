@@ -11,6 +11,8 @@
 //   POST /_test/sessions/<i>/send     send the request body as a text frame
 //   POST /_test/sessions/<i>/reply    start a reply now, as if a turn ended
 //                                     (409 while a response is active)
+// It also times sound onsets in both directions (SessionSnapshot::append_onsets,
+// delta_onsets) so a benchmark can measure latency without a relay.
 #pragma once
 
 #include <cstddef>
@@ -81,6 +83,15 @@ struct SessionSnapshot {
   double input_dominant_hz = 0;           // zero-crossing estimate over voiced 20 ms windows, 0 if none
   bool response_active = false;           // a response is in progress
   int64_t input_tokens = 0, output_tokens = 0;  // sums of the usage in every response.done sent
+
+  // Sound onsets for latency benchmarks, in CLOCK_MONOTONIC seconds
+  // (g_get_monotonic_time(); Python's time.monotonic()), oldest first, at most
+  // kMaxOnsets each (the oldest are dropped). "Loud" means a sample above
+  // kOnsetLevel of full scale.
+  static constexpr size_t kMaxOnsets = 1000;
+  static constexpr double kOnsetLevel = 0.05;
+  std::vector<double> append_onsets;  // a loud input_audio_buffer.append received after a quiet one (or first)
+  std::vector<double> delta_onsets;   // each response's first loud response.output_audio.delta, when sent
 };
 
 class Server {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -702,6 +703,66 @@ TEST(FakeRealtime, ServerSideControls) {
   EXPECT_EQ(client.close_code(), 0);  // libsoup's way of saying "no close frame arrived"
   ASSERT_TRUE(server.wait_until([](const Server& srv) { return !srv.session(0).open; }));
   EXPECT_THROW(server.drop(3), std::out_of_range);
+}
+
+// Onsets for the benchmark: a loud append after a quiet one (or first), and
+// the first loud delta of each response; times are g_get_monotonic_time().
+TEST(FakeRealtime, TimesSoundOnsetsBothWays) {
+  Server server{Behaviour{.reply_ms = 300, .reply_speed = 20.0}};
+  Client client;
+  open_session(client, server);
+  const double before = static_cast<double>(now_us()) / 1e6;
+  // Appends: loud (onset), loud, quiet, faint (below 5 %: quiet), loud (onset), quiet.
+  client.append(tone(20));
+  client.append(tone(20));
+  client.append(silence(20));
+  client.append(tone(20, 300, 0.04));
+  client.append(tone(20));
+  client.append(silence(20));
+  ASSERT_TRUE(server.wait_until([](const Server& s) { return s.session(0).appends == 6; }));
+  server.start_reply(0);
+  client.wait_for("response.done");
+  server.start_reply(0);
+  client.wait_for("response.done", 1);
+  const double after = static_cast<double>(now_us()) / 1e6;
+
+  const auto record = server.session(0);
+  ASSERT_EQ(record.append_onsets.size(), 2u);
+  ASSERT_EQ(record.delta_onsets.size(), 2u);  // one per response, not one per delta
+  EXPECT_LE(before, record.append_onsets[0]);
+  EXPECT_LT(record.append_onsets[0], record.append_onsets[1]);
+  EXPECT_LE(record.append_onsets[1], record.delta_onsets[0]);
+  EXPECT_LT(record.delta_onsets[0], record.delta_onsets[1]);
+  EXPECT_LE(record.delta_onsets[1], after);
+
+  // Reported by the control API.
+  g_autoptr(SoupSession) http = soup_session_new();
+  g_autoptr(SoupMessage) msg = soup_message_new("GET", (server.base_url() + "/_test/sessions").c_str());
+  g_autoptr(GBytes) reply = soup_session_send_and_read(http, msg, nullptr, nullptr);
+  ASSERT_NE(reply, nullptr);
+  g_autoptr(JsonParser) parser = json_parser_new();
+  gsize length = 0;
+  const auto* json = static_cast<const char*>(g_bytes_get_data(reply, &length));
+  ASSERT_TRUE(json_parser_load_from_data(parser, json, static_cast<gssize>(length), nullptr));
+  JsonObject* s = json_array_get_object_element(json_node_get_array(json_parser_get_root(parser)), 0);
+  JsonArray* appends = json_object_get_array_member(s, "append_onsets");
+  JsonArray* deltas = json_object_get_array_member(s, "delta_onsets");
+  ASSERT_EQ(json_array_get_length(appends), 2u);
+  ASSERT_EQ(json_array_get_length(deltas), 2u);
+  EXPECT_DOUBLE_EQ(json_array_get_double_element(appends, 1), record.append_onsets[1]);
+  EXPECT_DOUBLE_EQ(json_array_get_double_element(deltas, 0), record.delta_onsets[0]);
+
+  // Bounded: only the newest kMaxOnsets are kept.
+  const size_t pairs = fake_realtime::SessionSnapshot::kMaxOnsets + 5;
+  for (size_t i = 0; i < pairs; ++i) {
+    client.append(tone(1));
+    client.append(silence(1));
+  }
+  ASSERT_TRUE(server.wait_until([&](const Server& srv) { return srv.session(0).appends == 6 + 2 * pairs; }));
+  const auto bounded = server.session(0);
+  ASSERT_EQ(bounded.append_onsets.size(), fake_realtime::SessionSnapshot::kMaxOnsets);
+  EXPECT_GT(bounded.append_onsets.front(), record.append_onsets[1]);  // the oldest were dropped
+  EXPECT_TRUE(std::is_sorted(bounded.append_onsets.begin(), bounded.append_onsets.end()));
 }
 
 TEST(FakeRealtime, ManualTurnsNeedCommitAndResponseCreate) {
