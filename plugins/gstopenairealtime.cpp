@@ -28,6 +28,7 @@
 #include "playout_queue.h"
 #include "realtime_connection.h"
 #include "realtime_session.h"
+#include "shared_pacer.h"
 
 GST_DEBUG_CATEGORY(openairealtime_debug);
 #define GST_CAT_DEFAULT openairealtime_debug
@@ -70,6 +71,7 @@ enum Property {
   PROP_RECONNECT_MAX_ATTEMPTS,
   PROP_CONNECT_TIMEOUT_MS,
   PROP_EOS_LINGER_MS,
+  PROP_SHARED_PACING,
   PROP_DROPPED_INPUT_MS,
   PROP_SENT_INPUT_MS,
   PROP_RECEIVED_MS,
@@ -95,7 +97,7 @@ struct ClockUnref {
 
 // The C++ side of one element: the queues shared by the streaming threads and
 // the network thread, the paced output task and the session delegate.
-class RealtimeElement final : public SessionDelegate {
+class RealtimeElement final : public SessionDelegate, public PacedOutput {
  public:
   explicit RealtimeElement(GstOpenAIRealtime* element)
       : element_(element),
@@ -107,6 +109,7 @@ class RealtimeElement final : public SessionDelegate {
   SessionSettings settings;
   guint max_input_queue_ms = kDefaultMaxInputQueueMs;
   guint eos_linger_ms = kDefaultEosLingerMs;
+  bool shared_pacing = false;
 
   bool start_session();
   void stop_session();
@@ -120,6 +123,7 @@ class RealtimeElement final : public SessionDelegate {
   void pause_output();
   void stop_output();
   void loop();
+  void pace() override;
 
   bool function_result(const char* call_id, const char* output);
   bool create_response(const char* instructions);
@@ -150,6 +154,8 @@ class RealtimeElement final : public SessionDelegate {
   GstClockTime running_time_now();
   GstBuffer* next_frame(bool& end_of_stream);
   GstBuffer* silence_frame();
+  void schedule_first_frame(GstClockTime now);
+  bool push_next_frame();
 
   GstOpenAIRealtime* element_;
   std::shared_ptr<NetworkThread> network_;
@@ -173,8 +179,12 @@ class RealtimeElement final : public SessionDelegate {
   guint64 received_bytes_ = 0, played_bytes_ = 0;
   guint barge_ins_ = 0, reconnects_ = 0;
 
-  // Output task state (task thread only).
+  // Which of pad task or shared pacer pushes the output: fixed at PAUSED -> PLAYING.
+  bool paced_by_pacer_ = false;
+
+  // Output state (the task's or, with shared pacing, the pacer's thread only).
   bool stream_started_ = false;
+  bool output_ended_ = false;  // EOS or a flow error: nothing more is pushed
   GstClockTime next_pts_ = GST_CLOCK_TIME_NONE;
   bool discont_ = true;
   bool not_linked_logged_ = false;
@@ -273,6 +283,7 @@ bool RealtimeElement::start_session() {
   }
   // The output task is stopped below PAUSED: a new run starts a new stream.
   stream_started_ = false;
+  output_ended_ = false;
   next_pts_ = GST_CLOCK_TIME_NONE;
   discont_ = true;
   not_linked_logged_ = false;
@@ -476,6 +487,13 @@ void RealtimeElement::start_output() {
     flushing_ = false;
   }
   output_state_changed_.notify_all();
+  GST_OBJECT_LOCK(element_);
+  paced_by_pacer_ = shared_pacing;
+  GST_OBJECT_UNLOCK(element_);
+  if (paced_by_pacer_) {
+    SharedPacer::instance().add(this);
+    return;
+  }
   gst_pad_start_task(element_->srcpad, [](gpointer self) { static_cast<RealtimeElement*>(self)->loop(); }, this,
                      nullptr);
 }
@@ -484,9 +502,12 @@ void RealtimeElement::start_output() {
 // is not paused from here: it may be blocked pushing into a sink that waits
 // for preroll, and that would deadlock.
 void RealtimeElement::pause_output() {
-  std::lock_guard lock(mutex_);
-  playing_ = false;
-  if (clock_wait_) gst_clock_id_unschedule(clock_wait_);
+  {
+    std::lock_guard lock(mutex_);
+    playing_ = false;
+    if (clock_wait_) gst_clock_id_unschedule(clock_wait_);
+  }
+  if (paced_by_pacer_) SharedPacer::instance().remove(this);
 }
 
 // Deactivation: the task ends (downstream is flushing, so no push blocks).
@@ -498,6 +519,7 @@ void RealtimeElement::stop_output() {
     if (clock_wait_) gst_clock_id_unschedule(clock_wait_);
   }
   output_state_changed_.notify_all();
+  if (paced_by_pacer_) SharedPacer::instance().remove(this);
   gst_pad_stop_task(element_->srcpad);
 }
 
@@ -557,14 +579,7 @@ GstBuffer* RealtimeElement::next_frame(bool& end_of_stream) {
   return silence_frame();
 }
 
-void RealtimeElement::loop() {
-  GstPad* pad = element_->srcpad;
-  if (!wait_playing()) {
-    gst_pad_pause_task(pad);
-    return;
-  }
-  if (!stream_started_) send_stream_start();
-  const GstClockTime now = running_time_now();
+void RealtimeElement::schedule_first_frame(GstClockTime now) {
   if (!GST_CLOCK_TIME_IS_VALID(next_pts_)) {
     next_pts_ = now;  // first frame: the running time at which playback starts
     GST_INFO_OBJECT(element_, "output starts at running time %" GST_TIME_FORMAT, GST_TIME_ARGS(next_pts_));
@@ -574,17 +589,46 @@ void RealtimeElement::loop() {
     next_pts_ = now;
     discont_ = true;
   }
+}
+
+void RealtimeElement::loop() {
+  GstPad* pad = element_->srcpad;
+  if (!wait_playing()) {
+    gst_pad_pause_task(pad);
+    return;
+  }
+  if (!stream_started_) send_stream_start();
+  schedule_first_frame(running_time_now());
   if (!wait_until(next_pts_)) {
     GST_DEBUG_OBJECT(element_, "clock wait interrupted (paused or stopping)");
     return;
   }
+  if (!push_next_frame()) gst_pad_pause_task(pad);
+}
+
+// Shared pacing: called every half frame period; pushes each frame whose PTS
+// is within a quarter period of now (the pacer's ticks keep that phase).
+void RealtimeElement::pace() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!playing_ || flushing_ || output_ended_) return;
+  }
+  if (!stream_started_) send_stream_start();
+  const GstClockTime now = running_time_now();
+  schedule_first_frame(now);
+  while (!output_ended_ && next_pts_ <= now + kFrameDuration / 4) output_ended_ = !push_next_frame();
+}
+
+// Pushes the frame due at next_pts_; false when output must stop (EOS or a
+// flow error, already handled).
+bool RealtimeElement::push_next_frame() {
+  GstPad* pad = element_->srcpad;
   bool end_of_stream = false;
   GstBuffer* frame = next_frame(end_of_stream);
   if (end_of_stream) {
     GST_INFO_OBJECT(element_, "input ended and nothing left to play: EOS");
     gst_pad_push_event(pad, gst_event_new_eos());
-    gst_pad_pause_task(pad);
-    return;
+    return false;
   }
   GST_BUFFER_PTS(frame) = next_pts_;
   GST_BUFFER_DURATION(frame) = kFrameDuration;
@@ -594,19 +638,19 @@ void RealtimeElement::loop() {
   }
   next_pts_ += kFrameDuration;
   const GstFlowReturn result = gst_pad_push(pad, frame);
-  if (result == GST_FLOW_OK) return;
+  if (result == GST_FLOW_OK) return true;
   if (result == GST_FLOW_NOT_LINKED) {
     // Allowed: the app may link the output later (e.g. once a call is accepted).
     if (!not_linked_logged_) GST_DEBUG_OBJECT(element_, "src not linked: dropping output until it is");
     not_linked_logged_ = true;
-    return;
+    return true;
   }
-  GST_DEBUG_OBJECT(element_, "pausing output: %s", gst_flow_get_name(result));
-  gst_pad_pause_task(pad);
+  GST_DEBUG_OBJECT(element_, "stopping output: %s", gst_flow_get_name(result));
   if (result == GST_FLOW_EOS || result < GST_FLOW_EOS) {
     if (result != GST_FLOW_EOS) GST_ELEMENT_FLOW_ERROR(element_, result);
     gst_pad_push_event(pad, gst_event_new_eos());
   }
+  return false;
 }
 
 // --- session events (network thread) -------------------------------------------
@@ -829,6 +873,7 @@ static void set_property(GObject* object, guint id, const GValue* value, GParamS
     case openairealtime::PROP_RECONNECT_MAX_ATTEMPTS: settings.reconnect_max_attempts = g_value_get_uint(value); break;
     case openairealtime::PROP_CONNECT_TIMEOUT_MS: settings.connect_timeout_ms = g_value_get_uint(value); break;
     case openairealtime::PROP_EOS_LINGER_MS: impl->eos_linger_ms = g_value_get_uint(value); break;
+    case openairealtime::PROP_SHARED_PACING: impl->shared_pacing = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
   GST_OBJECT_UNLOCK(self);
@@ -874,6 +919,7 @@ static void get_property(GObject* object, guint id, GValue* value, GParamSpec* p
     case openairealtime::PROP_RECONNECT_MAX_ATTEMPTS: g_value_set_uint(value, settings.reconnect_max_attempts); break;
     case openairealtime::PROP_CONNECT_TIMEOUT_MS: g_value_set_uint(value, settings.connect_timeout_ms); break;
     case openairealtime::PROP_EOS_LINGER_MS: g_value_set_uint(value, impl->eos_linger_ms); break;
+    case openairealtime::PROP_SHARED_PACING: g_value_set_boolean(value, impl->shared_pacing); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
   GST_OBJECT_UNLOCK(self);
@@ -1011,6 +1057,14 @@ static void gst_openai_realtime_class_init(GstOpenAIRealtimeClass* klass) {
   install_uint(object_class, PROP_EOS_LINGER_MS, "eos-linger-ms", "EOS linger",
                "After input EOS, how long the output waits with nothing to play before it sends EOS, in ms", 0,
                600000, kDefaultEosLingerMs);
+  g_object_class_install_property(
+      object_class, PROP_SHARED_PACING,
+      g_param_spec_boolean(
+          "shared-pacing", "Shared pacing",
+          "Push the output from one thread shared by every instance in the process that sets this, instead of a "
+          "thread per instance (one thread and 50 wake-ups a second fewer per instance). Only where downstream "
+          "never blocks (no sink syncing to the clock): one blocked push would delay every instance",
+          FALSE, GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY)));
   install_stat(object_class, PROP_DROPPED_INPUT_MS, "dropped-input-ms", "Dropped input",
                "Caller audio dropped because the input queue was full, in ms", false);
   install_stat(object_class, PROP_SENT_INPUT_MS, "sent-input-ms", "Sent input", "Caller audio sent, in ms", false);

@@ -245,5 +245,6 @@ int main(int argc, char** argv) {
     g_printerr("voicebridge: cannot register the openairealtime and voiceopus elements\n");
     return 1;
   }
+  vb::warm_up_media();
   return vb::run(*result.config);
 }

@@ -1,5 +1,7 @@
 #include "call/media.h"
 
+#include "call/receive_queue_bypass.h"
+
 #include <gst/sdp/sdp.h>
 #include <gst/webrtc/webrtc.h>
 #include <json-glib/json-glib.h>
@@ -33,6 +35,8 @@ struct CallMedia::Guard {
   static void on_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
   static void on_ice_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
   static void on_pad_added(GstElement* webrtc, GstPad* pad, gpointer data);
+  static void on_webrtc_element_added(GstBin*, GstBin*, GstElement* element, gpointer data);
+  static void on_send_key_set(GstElement*, gpointer data);
   static void on_function_call(GstElement*, const gchar* call_id, const gchar* name, const gchar* arguments,
                                gpointer data);
 };
@@ -261,6 +265,25 @@ void CallMedia::Guard::on_ice_connection_state_notify(GObject* webrtc, GParamSpe
     fail_later(guard_from(data), "ICE failed: no candidate pair works");
 }
 
+// Any thread that builds webrtcbin's insides.
+void CallMedia::Guard::on_webrtc_element_added(GstBin*, GstBin*, GstElement* element, gpointer data) {
+  GstElementFactory* factory = gst_element_get_factory(element);
+  const char* name = factory ? GST_OBJECT_NAME(factory) : "";
+  if (g_str_equal(name, "clocksync"))
+    g_object_set(element, "sync", FALSE, nullptr);
+  else if (g_str_equal(name, "dtlssrtpenc"))
+    connect_guarded(element, "on-key-set", G_CALLBACK(on_send_key_set), guard_from(data));
+}
+
+// webrtcbin holds the send path blocked until the DTLS keys are set (its
+// handler of this signal, connected first, has just unblocked it).
+void CallMedia::Guard::on_send_key_set(GstElement*, gpointer data) {
+  post(guard_from(data), [](CallMedia& media) {
+    media.send_keys_set_ = true;
+    media.open_send_path();
+  });
+}
+
 // Runs on webrtcbin's threads. Linking is done right here (the reference
 // allows it), so media never waits for the main loop.
 void CallMedia::Guard::on_pad_added(GstElement* webrtc, GstPad* pad, gpointer data) {
@@ -312,6 +335,17 @@ bool register_static_plugins() {
     }
   });
   return registered;
+}
+
+void warm_up_media() {
+  for (const char* factory : {"webrtcbin", "dtlssrtpdec", "dtlssrtpenc", "nicesrc", "nicesink", "rtpbin",
+                              "rtpopusdepay", "rtpopuspay", "voiceopusdec", "voiceopusenc", "openairealtime", "valve",
+                              "capsfilter"}) {
+    if (GstElement* element = gst_element_factory_make(factory, nullptr))
+      GstPtr<GstElement>(GST_ELEMENT(gst_object_ref_sink(element)));  // dtlssrtpdec's init makes the certificate
+    else
+      g_warning("media: GStreamer element %s is missing: calls will fail", factory);
+  }
 }
 
 CallMedia::CallMedia(MediaSettings settings, MediaEvents events)
@@ -420,6 +454,11 @@ bool CallMedia::build_audio_chain(std::string* error) {
 
   g_object_set(webrtc_, "bundle-policy", GST_WEBRTC_BUNDLE_POLICY_MAX_BUNDLE, "latency", kJitterBufferLatencyMs,
                nullptr);
+  // webrtcbin 1.22 puts a clocksync (sync=true) behind each sink pad. The AI's
+  // audio is already paced on the clock: syncing again would hold every frame
+  // for the pipeline's latency, and under shared pacing that wait would delay
+  // every other call's frames too.
+  connect_guarded(webrtc_, "deep-element-added", G_CALLBACK(Guard::on_webrtc_element_added), guard_);
   g_autoptr(GstCaps) audio_caps = gst_caps_from_string(kPipelineAudioCaps);
   g_object_set(in_caps, "caps", audio_caps, nullptr);
   // Buffers are dropped until Meta's accept (no RTP before it), but caps and
@@ -539,6 +578,10 @@ bool CallMedia::configure_realtime(std::string* error) {
   set_if_given("voice", realtime.voice);
   set_if_given("instructions", settings_.instructions.empty() ? realtime.instructions : settings_.instructions);
   g_object_set(realtime_, "azure", realtime.azure ? TRUE : FALSE, nullptr);
+  // Every call's output is pushed by one thread: nothing downstream blocks
+  // (webrtcbin's sinks do not sync), and it saves a thread and 50 wake-ups a
+  // second per call.
+  g_object_set(realtime_, "shared-pacing", TRUE, nullptr);
   if (!settings_.tools_json.empty()) {
     if (!is_json_array(settings_.tools_json, error))
       return false;
@@ -691,6 +734,8 @@ void CallMedia::finish_offer(std::string offer) {
 void CallMedia::connection_state_changed(int state) {
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !connected_) {
     connected_ = true;
+    if (!bypass_receive_queue(webrtc_))
+      g_warning("media: webrtcbin's receive queue not found: left in place");
     if (events_.on_connected)
       events_.on_connected();
   } else if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED) {
@@ -807,11 +852,21 @@ void CallMedia::start_sending() {
   if (sending_ || !valve_)
     return;
   sending_ = true;
-  g_object_set(valve_, "drop", FALSE, nullptr);
+  open_send_path();
   gboolean queued = FALSE;
   g_signal_emit_by_name(realtime_, "create-response", nullptr, &queued);
   if (!queued)
     g_warning("media: the AI refused to start the greeting");
+}
+
+// Once Meta accepted and webrtcbin's send path is unblocked (in practice both
+// come with DTLS connecting): opening the valve earlier would let the shared
+// pacer's push wait in webrtcbin's pad block, and every call's audio with it.
+void CallMedia::open_send_path() {
+  if (!sending_ || !send_keys_set_ || send_path_open_)
+    return;
+  send_path_open_ = true;
+  g_object_set(valve_, "drop", FALSE, nullptr);
 }
 
 void CallMedia::send_function_result(const std::string& call_id, const std::string& output_json) {

@@ -1,9 +1,9 @@
 // One call's GStreamer pipeline, answering WhatsApp's WebRTC offer and
 // bridging its audio through the openairealtime element:
 //
-//   webrtcbin src → rtpopusdepay → opusdec → audioresample → S16LE 24 kHz mono
-//     → openairealtime → audioresample → valve (closed until start_sending)
-//     → opusenc → rtpopuspay → webrtcbin sink_0
+//   webrtcbin src → rtpopusdepay → voiceopusdec → S16LE 24 kHz mono
+//     → openairealtime → valve (closed until start_sending and DTLS keys)
+//     → voiceopusenc → rtpopuspay → webrtcbin sink_0
 #pragma once
 
 #include <cstdint>
@@ -50,9 +50,14 @@ struct MediaEvents {
   std::function<void(const std::string& code)> on_realtime_error;
 };
 
-// Registers the statically linked openairealtime plugin; safe to call more
-// than once. Call it after gst_init() and before the first CallMedia.
+// Registers the statically linked openairealtime and voiceopus plugins; safe
+// to call more than once. Call it after gst_init() and before the first CallMedia.
 bool register_static_plugins();
+
+// Does once, before the first call, what would otherwise delay it: loads every
+// plugin a call uses and has GStreamer's DTLS make its process-wide
+// certificate (~240 ms here). Blocks for that long; call it at startup.
+void warm_up_media();
 
 class CallMedia {
  public:
@@ -104,6 +109,7 @@ class CallMedia {
   bool add_send_transceiver(std::string* error);
   void count_inbound_packets(GstElement* depayloader);
   void connect_signals();
+  void open_send_path();
   bool configure_ice(std::string* error);
   bool configure_realtime(std::string* error);
   bool negotiate(const std::string& offer_sdp, std::string* error);
@@ -135,7 +141,9 @@ class CallMedia {
   bool realtime_ready_ = false;
   bool connected_ = false;
   bool failed_ = false;
-  bool sending_ = false;
+  bool sending_ = false;         // start_sending was called
+  bool send_keys_set_ = false;   // webrtcbin unblocked its send path
+  bool send_path_open_ = false;  // the valve is open
   bool offerer_ = false;
   std::string offer_sdp_;        // offerer: the offer sent to Meta
   bool answer_applied_ = false;  // offerer: the callee's answer was handed to webrtcbin

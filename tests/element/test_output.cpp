@@ -1,8 +1,12 @@
 // openairealtime output: live pacing on the pipeline clock, barge-in flush and
 // truncate accounting, EOS after play-out. The harness' test clock makes every
 // frame's release deterministic: nothing here depends on wall-clock timing.
+#include <pthread.h>
+
 #include <algorithm>
 #include <mutex>
+#include <set>
+#include <string>
 
 #include "element_fixture.h"
 
@@ -241,6 +245,74 @@ TEST(OutputPipelineTest, PausesAndResumesInAPipeline) {
   {
     std::lock_guard lock(seen.mutex);
     for (size_t i = 1; i < seen.pts.size(); ++i) EXPECT_GT(seen.pts[i], seen.pts[i - 1]) << "at " << i;
+  }
+}
+
+// shared-pacing: several instances in their own pipelines are pushed by one
+// thread ("realtime:pacer"), each with contiguous timestamps; pausing one does
+// not stop the others. Counts, orderings and thread names only.
+TEST(OutputPipelineTest, SharedPacingPushesEveryInstanceFromOneThread) {
+  fake_realtime::Server server;
+  struct Output {
+    std::mutex mutex;
+    std::vector<GstClockTime> pts;
+    std::set<std::string> threads;
+  };
+  struct StopAndUnref {
+    void operator()(GstElement* pipeline) const {
+      gst_element_set_state(pipeline, GST_STATE_NULL);
+      gst_object_unref(pipeline);
+    }
+  };
+  constexpr int kInstances = 3;
+  std::vector<std::unique_ptr<GstElement, StopAndUnref>> pipelines;
+  std::vector<std::unique_ptr<Output>> outputs;
+  for (int i = 0; i < kInstances; ++i) {
+    g_autoptr(GError) error = nullptr;
+    const std::string description = "audiotestsrc is-live=true wave=silence samplesperbuffer=480 ! " +
+                                    std::string(kCaps) + " ! openairealtime shared-pacing=true api-key=sk-test url=" +
+                                    server.url() + " ! fakesink name=sink sync=false signal-handoffs=true";
+    pipelines.emplace_back(gst_parse_launch(description.c_str(), &error));
+    ASSERT_TRUE(pipelines.back()) << error->message;
+    outputs.push_back(std::make_unique<Output>());
+    GstElement* sink = gst_bin_get_by_name(GST_BIN(pipelines.back().get()), "sink");
+    g_signal_connect(sink, "handoff", G_CALLBACK(+[](GstElement*, GstBuffer* buffer, GstPad*, Output* output) {
+                       char name[16] = "";
+                       pthread_getname_np(pthread_self(), name, sizeof name);
+                       std::lock_guard lock(output->mutex);
+                       output->pts.push_back(GST_BUFFER_PTS(buffer));
+                       output->threads.insert(name);
+                     }),
+                     outputs.back().get());
+    gst_object_unref(sink);
+  }
+  auto count = [&](int i) {
+    std::lock_guard lock(outputs[i]->mutex);
+    return outputs[i]->pts.size();
+  };
+  for (auto& pipeline : pipelines)
+    ASSERT_NE(gst_element_set_state(pipeline.get(), GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  for (int i = 0; i < kInstances; ++i) ASSERT_TRUE(ElementHarness::eventually([&] { return count(i) >= 25; }));
+
+  gst_element_set_state(pipelines[0].get(), GST_STATE_PAUSED);
+  const size_t others_at = count(1);
+  ASSERT_TRUE(ElementHarness::eventually([&] { return count(1) >= others_at + 10; })) << "one paused, others go on";
+  ASSERT_NE(gst_element_set_state(pipelines[0].get(), GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  const size_t resumed_at = count(0);
+  ASSERT_TRUE(ElementHarness::eventually([&] { return count(0) >= resumed_at + 10; })) << "resumed";
+  for (auto& pipeline : pipelines) EXPECT_EQ(gst_element_set_state(pipeline.get(), GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+
+  for (int i = 0; i < kInstances; ++i) {
+    std::lock_guard lock(outputs[i]->mutex);
+    EXPECT_EQ(outputs[i]->threads, std::set<std::string>{"realtime:pacer"}) << "instance " << i;
+    const std::vector<GstClockTime>& pts = outputs[i]->pts;
+    // Contiguous while playing (instance 0 jumps once, at its resume).
+    size_t jumps = 0;
+    for (size_t n = 1; n < pts.size(); ++n) {
+      EXPECT_GT(pts[n], pts[n - 1]) << "instance " << i << " frame " << n;
+      jumps += pts[n] != pts[n - 1] + kFrame;
+    }
+    EXPECT_LE(jumps, i == 0 ? 1u : 0u) << "instance " << i;
   }
 }
 

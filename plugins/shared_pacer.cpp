@@ -1,0 +1,76 @@
+#include "shared_pacer.h"
+
+#include <gst/gst.h>
+
+#include <algorithm>
+#include <chrono>
+
+GST_DEBUG_CATEGORY_EXTERN(openairealtime_debug);
+#define GST_CAT_DEFAULT openairealtime_debug
+
+namespace openairealtime {
+namespace {
+
+// Half the frame period: an output's next frame, due at some phase of its own,
+// is at most this late (it is pushed at the first tick at or after its PTS
+// minus half a period).
+constexpr auto kTick = std::chrono::milliseconds(10);
+// A tick longer than a frame period has delayed every output.
+constexpr gint64 kSlowTickUs = 20000;
+
+}  // namespace
+
+SharedPacer& SharedPacer::instance() {
+  static SharedPacer* pacer = new SharedPacer();  // lives as long as the process, like its thread
+  return *pacer;
+}
+
+SharedPacer::SharedPacer() {
+  g_thread_unref(g_thread_new("realtime:pacer", [](gpointer self) -> gpointer {
+    static_cast<SharedPacer*>(self)->run();
+    return nullptr;
+  }, this));
+}
+
+void SharedPacer::add(PacedOutput* output) {
+  std::lock_guard lock(mutex_);
+  if (std::find(outputs_.begin(), outputs_.end(), output) == outputs_.end())
+    outputs_.push_back(output);
+  changed_.notify_all();
+}
+
+void SharedPacer::remove(PacedOutput* output) {
+  std::unique_lock lock(mutex_);
+  outputs_.erase(std::remove(outputs_.begin(), outputs_.end(), output), outputs_.end());
+  changed_.wait(lock, [this] { return !ticking_; });
+}
+
+void SharedPacer::run() {
+  std::vector<PacedOutput*> due;
+  auto next_tick = std::chrono::steady_clock::now();
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (outputs_.empty()) {
+      changed_.wait(lock, [this] { return !outputs_.empty(); });
+      next_tick = std::chrono::steady_clock::now();
+    }
+    // Absolute deadlines: no drift; after a stall, one tick catches up.
+    next_tick = std::max(next_tick + kTick, std::chrono::steady_clock::now() - kTick);
+    if (changed_.wait_until(lock, next_tick, [this] { return outputs_.empty(); }))
+      continue;
+    due = outputs_;
+    ticking_ = true;
+    lock.unlock();
+    const gint64 start_us = g_get_monotonic_time();
+    for (PacedOutput* output : due) output->pace();
+    const gint64 took_us = g_get_monotonic_time() - start_us;
+    if (took_us > kSlowTickUs)
+      GST_WARNING("pushing %zu outputs took %" G_GINT64_FORMAT " ms: each of them was late", due.size(),
+                  took_us / 1000);
+    lock.lock();
+    ticking_ = false;
+    changed_.notify_all();
+  }
+}
+
+}  // namespace openairealtime
