@@ -373,7 +373,7 @@ GstFlowReturn RealtimeElement::chain(GstBuffer* buffer) {
       log_drop = logged_dropped_bytes_ == 0 || total_dropped - logged_dropped_bytes_ >= kDropLogEveryMs * kBytesPerMs;
       if (log_drop) logged_dropped_bytes_ = total_dropped;
     }
-    if (session_ && input_.size() >= input_chunk_bytes_) session_->wake();
+    if (session_ && input_.size() >= input_chunk_bytes_) session_->input_queued();
   }
   gst_buffer_unmap(owned, &map);
   if (log_drop)

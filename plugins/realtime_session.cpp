@@ -30,6 +30,17 @@ gboolean dispatch_wake(GSource* source, GSourceFunc callback, gpointer data) {
 }
 GSourceFuncs kWakeFuncs = {nullptr, nullptr, dispatch_wake, nullptr, nullptr, nullptr};
 
+// The next multiple of kInputTickUs on the monotonic clock: sessions created at
+// any time tick together, so the network thread wakes once per tick for all.
+constexpr gint64 kInputTickUs = 10000;
+gint64 next_input_tick() { return (g_get_monotonic_time() / kInputTickUs + 1) * kInputTickUs; }
+
+gboolean dispatch_input_tick(GSource* source, GSourceFunc callback, gpointer data) {
+  g_source_set_ready_time(source, next_input_tick());
+  return callback(data);
+}
+GSourceFuncs kInputTickFuncs = {nullptr, nullptr, dispatch_input_tick, nullptr, nullptr, nullptr};
+
 bool is_auth_error(const ServerError& error) {
   return error.type == "authentication_error" || error.code == "invalid_api_key" ||
          error.code == "beta_api_shape_disabled";
@@ -46,6 +57,7 @@ Session::Session(GMainContext* context, SessionSettings settings, SessionDelegat
       delegate_(delegate),
       session_update_(build_session_update(settings_.config)),
       wake_source_(g_source_new(&kWakeFuncs, sizeof(GSource))),
+      input_source_(g_source_new(&kInputTickFuncs, sizeof(GSource))),
       parser_(json_parser_new()) {
   std::string error;
   connect_url_ = build_connect_url(settings_.config, error).value_or("");  // validated by the element
@@ -58,6 +70,16 @@ Session::Session(GMainContext* context, SessionSettings settings, SessionDelegat
       this, nullptr);
   g_source_set_ready_time(wake_source_.get(), -1);
   g_source_attach(wake_source_.get(), context_);
+  g_source_set_callback(
+      input_source_.get(),
+      [](gpointer self) -> gboolean {
+        auto* session = static_cast<Session*>(self);
+        if (session->input_queued_.exchange(false, std::memory_order_relaxed)) session->send_input();
+        return G_SOURCE_CONTINUE;
+      },
+      this, nullptr);
+  g_source_set_ready_time(input_source_.get(), next_input_tick());
+  g_source_attach(input_source_.get(), context_);
   first_attempt_us_ = g_get_monotonic_time();
   connect();
 }

@@ -8,6 +8,7 @@
 #include <gst/gst.h>
 #include <json-glib/json-glib.h>
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -81,8 +82,12 @@ class Session final : private WebSocketListener {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Any thread: caller audio was queued (or the input ended); send what is due.
+  // Any thread: the input ended, or something must be sent now; sends what is due.
   void wake();
+  // Any thread: a chunk of caller audio is queued. Sent at the next 10 ms
+  // boundary of the monotonic clock, when every session's input goes out in
+  // one wake-up of the network thread instead of one wake-up per chunk.
+  void input_queued() { input_queued_.store(true, std::memory_order_relaxed); }
   // Any thread. False if `call_id` is not a function call awaiting its output.
   bool post_function_result(const std::string& call_id, const std::string& output);
   // Any thread: ask the model to respond (now, or after the active response).
@@ -136,6 +141,8 @@ class Session final : private WebSocketListener {
   std::string session_update_;
   std::unique_ptr<WebSocketClient> client_;
   SourcePtr wake_source_;  // dispatches drain() when woken by another thread
+  SourcePtr input_source_;  // every 10 ms, on the same grid in every session
+  std::atomic<bool> input_queued_{false};
   GObjectPtr<JsonParser> parser_;  // reused for every server event
   ScopedSource attempt_timer_, backoff_timer_, rotation_timer_, rotation_poll_;
 
