@@ -35,7 +35,7 @@ struct CallMedia::Guard {
   static void on_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
   static void on_ice_connection_state_notify(GObject* webrtc, GParamSpec*, gpointer data);
   static void on_pad_added(GstElement* webrtc, GstPad* pad, gpointer data);
-  static void on_webrtc_element_added(GstBin*, GstBin*, GstElement* element, gpointer data);
+  static void on_webrtc_element_added(GstBin* webrtc, GstBin*, GstElement* element, gpointer data);
   static void on_send_key_set(GstElement*, gpointer data);
   static void on_function_call(GstElement*, const gchar* call_id, const gchar* name, const gchar* arguments,
                                gpointer data);
@@ -265,14 +265,43 @@ void CallMedia::Guard::on_ice_connection_state_notify(GObject* webrtc, GParamSpe
     fail_later(guard_from(data), "ICE failed: no candidate pair works");
 }
 
+namespace {
+
+// The shared pacer pushes every call's audio: a push waiting in webrtcbin's
+// send-path pad block (transportsendbin blocks the pad feeding dtlssrtpenc
+// until the DTLS keys are set) would stall every call. The valve opens only
+// after the keys (open_send_path); this drops instead of waiting if the block
+// is there anyway.
+void drop_while_send_blocked(GstElement* webrtc, GstElement* dtlssrtpenc) {
+  GstPtr<GstPad> encoder_sink(gst_element_get_static_pad(dtlssrtpenc, "rtp_sink_0"));
+  GstPtr<GstPad> blocked(encoder_sink ? gst_pad_get_peer(encoder_sink.get()) : nullptr);
+  GstElement* pipeline = GST_ELEMENT_PARENT(webrtc);
+  GstPtr<GstElement> payloader(pipeline ? gst_bin_get_by_name(GST_BIN(pipeline), "opuspay") : nullptr);
+  GstPtr<GstPad> output(payloader ? gst_element_get_static_pad(payloader.get(), "src") : nullptr);
+  if (!blocked || !output) {
+    g_warning("media: webrtcbin's send path is not what GStreamer 1.22 builds: not guarded");
+    return;
+  }
+  gst_pad_add_probe(
+      output.get(), GST_PAD_PROBE_TYPE_BUFFER,
+      [](GstPad*, GstPadProbeInfo*, gpointer pad) {
+        return gst_pad_is_blocked(GST_PAD(pad)) ? GST_PAD_PROBE_DROP : GST_PAD_PROBE_OK;
+      },
+      blocked.release(), gst_object_unref);
+}
+
+}  // namespace
+
 // Any thread that builds webrtcbin's insides.
-void CallMedia::Guard::on_webrtc_element_added(GstBin*, GstBin*, GstElement* element, gpointer data) {
+void CallMedia::Guard::on_webrtc_element_added(GstBin* webrtc, GstBin*, GstElement* element, gpointer data) {
   GstElementFactory* factory = gst_element_get_factory(element);
   const char* name = factory ? GST_OBJECT_NAME(factory) : "";
-  if (g_str_equal(name, "clocksync"))
+  if (g_str_equal(name, "clocksync")) {
     g_object_set(element, "sync", FALSE, nullptr);
-  else if (g_str_equal(name, "dtlssrtpenc"))
+  } else if (g_str_equal(name, "dtlssrtpenc")) {
     connect_guarded(element, "on-key-set", G_CALLBACK(on_send_key_set), guard_from(data));
+    drop_while_send_blocked(GST_ELEMENT(webrtc), element);
+  }
 }
 
 // webrtcbin holds the send path blocked until the DTLS keys are set (its
