@@ -4,7 +4,9 @@ call costs with nothing of ours around it, in % of one core per stream.
 - codec: K live streams in one gst-launch-1.0 process, per stream
   "encode": 24 kHz PCM -> audioresample -> opusenc (the server's settings) -> rtpopuspay
   "encode+decode": 48 kHz PCM -> opusenc -> rtpopuspay -> rtpopusdepay -> opusdec -> 24 kHz
-  each with digital silence (what the AI sends most of a call) and with a tone.
+  each with digital silence (what the AI sends most of a call) and with a tone;
+  "voice encode" / "voice encode+decode": the same with the server's own
+  voiceopusenc (complexity 2, silence skipped) and voiceopusdec, all at 24 kHz.
 - webrtcbin: K pairs of webrtcbin in one process (bench/webrtcbin_floor.py), each
   endpoint sending Opus-encoded silence and counting what it receives; per endpoint.
 CPU is utime+stime of that process over a steady window (after a warm-up).
@@ -22,6 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 OPUSENC = "opusenc bitrate=20000 bandwidth=wideband frame-size=20 audio-type=voice dtx=false"
+VOICEOPUSENC = "voiceopusenc bitrate=20000 max-bandwidth=wideband complexity=2"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -35,6 +38,11 @@ def branch(kind: str, wave: str) -> str:
     if kind == "encode":
         return (f"{source} ! audio/x-raw,rate=24000,channels=1 ! audioresample ! "
                 f"audio/x-raw,rate=48000 ! {OPUSENC} ! rtpopuspay ! fakesink sync=false")
+    if kind == "voice encode":
+        return f"{source} ! audio/x-raw,rate=24000,channels=1 ! {VOICEOPUSENC} ! rtpopuspay ! fakesink sync=false"
+    if kind == "voice encode+decode":
+        return (f"{source} ! audio/x-raw,rate=24000,channels=1 ! {VOICEOPUSENC} ! rtpopuspay ! rtpopusdepay ! "
+                "voiceopusdec ! audio/x-raw,rate=24000 ! fakesink sync=false")
     return (f"{source} ! audio/x-raw,rate=48000,channels=1 ! {OPUSENC} ! rtpopuspay ! "
             "rtpopusdepay ! opusdec ! audioresample ! audio/x-raw,rate=24000 ! fakesink sync=false")
 
@@ -66,7 +74,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     floors = {}
-    for kind in ("encode", "encode+decode"):
+    for kind in ("encode", "encode+decode", "voice encode", "voice encode+decode"):
         for wave in ("silence", "sine"):
             pipeline = " ".join(branch(kind, wave) for _ in range(args.streams))
             floors[f"{kind} ({wave})"] = measure(["gst-launch-1.0", "-q", *pipeline.split()],

@@ -59,6 +59,19 @@ def rss_kb(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE_KB
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of a process so far
+    (threads that ended meanwhile are not counted: calls stay up over a window)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -346,6 +359,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
         realtime_pid, me = h.realtime.pid, os.getpid()
         t0 = time.monotonic()
         cpu0 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
+        switches0 = context_switches(pid)
         start = await callers_process.window()        # resets the callers' counters
         profiler = await start_profiler(pid, args, log_dir) if args.perf else None
         await asyncio.sleep(args.seconds)
@@ -353,6 +367,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             await profiler.wait()
         end = await callers_process.window()          # counters over the window
         cpu1 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
+        switches1 = context_switches(pid)
         t1 = time.monotonic()
         window, callers_window = t1 - t0, end["t"] - start["t"]
         per_call = max(len(up), 1)
@@ -380,6 +395,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             window_s=window, calls_up_at_end=still_up, calls_without_media=len(silent),
             calls_failed=n - len(up) + len(silent) + max(0, len(up) - still_up),
             server_cpu_pct=server_cpu, server_cpu_pct_per_call=server_cpu / per_call,
+            context_switches_per_call_s=(switches1 - switches0) / window / per_call,
             rss_kb=rss_kb(pid), threads=thread_count(pid), thread_names=thread_names(pid),
             rss_kb_per_call=(rss_kb(pid) - result["idle_rss_kb"]) / per_call,
             threads_per_call=(thread_count(pid) - result["idle_threads"]) / per_call,
@@ -416,7 +432,7 @@ async def start_profiler(pid: int, args, log_dir: Path) -> asyncio.subprocess.Pr
 COLUMNS = [("N", "n", "{:d}"), ("up", "calls_up", "{:d}"), ("failed", "calls_failed", "{:d}"),
            ("cpu%/call", "server_cpu_pct_per_call", "{:.2f}"), ("RSS MB", "rss_kb", "{:.1f}"),
            ("dRSS/call MB", "rss_kb_per_call", "{:.2f}"),
-           ("thr/call", "threads_per_call", "{:.1f}"),
+           ("thr/call", "threads_per_call", "{:.1f}"), ("cs/call/s", "context_switches_per_call_s", "{:.0f}"),
            ("pre_accept p50/p99 ms", ("pre_accept_ms_p50", "pre_accept_ms_p99"), "{:.0f}/{:.0f}"),
            ("setup p50/p99 ms", ("setup_ms_p50", "setup_ms_p99"), "{:.0f}/{:.0f}"),
            ("in p50/p99 ms", ("inbound_ms_p50", "inbound_ms_p99"), "{:.0f}/{:.0f}"),
