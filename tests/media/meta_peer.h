@@ -119,6 +119,8 @@ class MetaPeer {
     std::lock_guard lock(mutex_);
     return received_;
   }
+  GstElement* webrtc() const { return webrtc_; }
+
   size_t received_count() {
     std::lock_guard lock(mutex_);
     return received_.size();

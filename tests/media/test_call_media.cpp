@@ -14,6 +14,7 @@
 #include <filesystem>
 
 #include "call/media.h"
+#include "call/receive_queue_bypass.h"
 #include "call/sdp.h"
 #include "fake_realtime_server.h"
 #include "meta_offer.h"
@@ -291,6 +292,47 @@ TEST_F(CallMediaTest, AudioFlowsBothWaysAndThreadsReturnToBaseline) {
     return;
   EXPECT_TRUE(run_until([&] { return thread_count() <= baseline; }, 20000))
       << thread_count() << " threads after the call, " << baseline << " before";
+}
+
+// bypass_receive_queue on a connected webrtcbin 1.22 (here Meta's side, a
+// plain webrtcbin): the queue leaves the receive path at the next packet and
+// audio keeps arriving, now carried by nicesrc's thread.
+TEST_F(CallMediaTest, ReceiveQueueBypassKeepsAudioFlowing) {
+  MetaPeer meta;
+  std::string error;
+  auto media = vb::CallMedia::create_answerer(meta.make_offer(), settings_for(server_), recorder_.events(), &error);
+  ASSERT_TRUE(media) << error;
+  ASSERT_TRUE(run_until([&] { return recorder_.answers > 0 || recorder_.failures > 0; }));
+  ASSERT_TRUE(meta.accept_answer(recorder_.answer));
+  ASSERT_TRUE(run_until([&] { return recorder_.connected > 0 || recorder_.failures > 0; }));
+  media->start_sending();
+  ASSERT_TRUE(run_until([&] { return meta.received_count() > 0; }, 15000)) << "no audio before the bypass";
+
+  GstElement* queue = nullptr;
+  auto find_queue = [&] {
+    g_autoptr(GstIterator) it = gst_bin_iterate_recurse(GST_BIN(meta.webrtc()));
+    GValue item = G_VALUE_INIT;
+    while (!queue && gst_iterator_next(it, &item) == GST_ITERATOR_OK) {
+      auto* element = GST_ELEMENT(g_value_get_object(&item));
+      GstElementFactory* factory = gst_element_get_factory(element);
+      if (factory && g_str_equal(GST_OBJECT_NAME(factory), "queue"))
+        queue = GST_ELEMENT(gst_object_ref(element));
+      g_value_reset(&item);
+    }
+    g_value_unset(&item);
+  };
+  find_queue();
+  ASSERT_TRUE(queue) << "webrtcbin 1.22's transportreceivebin has a queue";
+  g_autoptr(GstPad) queue_sink = gst_element_get_static_pad(queue, "sink");
+  gst_object_unref(queue);
+  ASSERT_TRUE(gst_pad_is_linked(queue_sink));
+
+  ASSERT_TRUE(vb::bypass_receive_queue(meta.webrtc()));
+  EXPECT_TRUE(run_until([&] { return !gst_pad_is_linked(queue_sink); })) << "relinked at the next packet";
+  const size_t before = meta.received_count();
+  EXPECT_TRUE(run_until([&] { return meta.received_count() >= before + 48000; }, 15000))
+      << "audio still arrives after the bypass";
+  EXPECT_EQ(recorder_.failures, 0) << recorder_.failure;
 }
 
 // A business-initiated call: we offer, "Meta" (a second CallMedia on the other
