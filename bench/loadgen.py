@@ -97,30 +97,39 @@ def percentile(values: list[float], q: float) -> Optional[float]:
 
 
 # ---- pre-encoded caller audio ------------------------------------------------------------
+# What WhatsApp sends (its offer: maxaveragebitrate=20000; maxplaybackrate=16000;
+# sprop-maxcapturerate=16000, no sprop-stereo): mono wideband voice at ~20 kbit/s.
+CALLER_OPUSENC = "opusenc bitrate=20000 bandwidth=wideband audio-type=voice frame-size=20"
+
+
 def encode_turns(frequency_hz: float) -> list[bytes]:
-    """One period (tone then silence) as 20 ms Opus payloads, encoded once."""
-    # aiortc's encoder (Meta's settings are negotiated by the offer, not the encoder)
-    # is the only use of av and aiortc here; it runs once, before any call.
-    import fractions
+    """One period (tone then silence) as 20 ms Opus payloads, encoded once with
+    GStreamer's opusenc like a WhatsApp client's, before any call."""
+    import gi
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstApp", "1.0")
+    from gi.repository import Gst
 
-    import av
-    from aiortc.codecs.opus import OpusEncoder
-
-    signal_ = BurstSignal(frequency_hz, on_s=TONE_ON_S, off_s=TONE_OFF_S)
-    encoder = OpusEncoder()
+    Gst.init(None)
     frames = int((TONE_ON_S + TONE_OFF_S) * SAMPLE_RATE) // FRAME_SAMPLES
+    pcm = BurstSignal(frequency_hz, on_s=TONE_ON_S, off_s=TONE_OFF_S).samples(0, frames * FRAME_SAMPLES)
+    pipeline = Gst.parse_launch(
+        f"appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate={SAMPLE_RATE},"
+        f"channels=1 ! {CALLER_OPUSENC} ! appsink name=sink sync=false")
+    source, sink = pipeline.get_by_name("src"), pipeline.get_by_name("sink")
+    pipeline.set_state(Gst.State.PLAYING)
+    source.emit("push-buffer", Gst.Buffer.new_wrapped(pcm.astype("<i2").tobytes()))
+    source.emit("end-of-stream")
     payloads = []
-    for i in range(frames):
-        pcm = signal_.samples(i * FRAME_SAMPLES, FRAME_SAMPLES)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = i * FRAME_SAMPLES
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        encoded, _ = encoder.encode(frame)
-        payloads.extend(encoded)
-    if len(payloads) != frames:
+    while (sample := sink.emit("pull-sample")) is not None:
+        buffer = sample.get_buffer()
+        if not buffer.has_flags(Gst.BufferFlags.HEADER):
+            payloads.append(buffer.extract_dup(0, buffer.get_size()))
+    pipeline.set_state(Gst.State.NULL)
+    # The encoder's lookahead adds one packet at the end of the stream.
+    if len(payloads) < frames:
         raise RuntimeError(f"the Opus encoder gave {len(payloads)} payloads for {frames} frames")
-    return payloads
+    return payloads[:frames]
 
 
 def write_payloads(payloads: list[bytes], path: Path) -> None:

@@ -18,6 +18,7 @@ VB_RUNTIME_PACKAGES=(
 )
 VB_TEST_PACKAGES=(
   libgtest-dev libgmock-dev prometheus python3-yaml
+  python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
 )
 
 # Installs whichever of the given packages are missing; a no-op (one dpkg-query)
