@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <gst/gst.h>
 #include <json-glib/json-glib.h>
 
 #include <cstdio>
@@ -105,5 +106,28 @@ std::string json_log_line(int64_t real_time_us, GLogLevelFlags level, std::strin
 }
 
 void use_json_logs() { g_log_set_writer_func(write_json, nullptr, nullptr); }
+
+namespace {
+
+void forward_element_warning(GstDebugCategory* category, GstDebugLevel level, const gchar*, const gchar*, gint,
+                             GObject* object, GstDebugMessage* message, gpointer) {
+  if (level > GST_LEVEL_WARNING)
+    return;
+  g_autofree gchar* path = object && GST_IS_OBJECT(object) ? gst_object_get_path_string(GST_OBJECT(object)) : nullptr;
+  g_log("gstreamer", G_LOG_LEVEL_WARNING, "%s%s%s: %s", gst_debug_category_get_name(category), path ? " " : "",
+        path ? path : "", gst_debug_message_get(message));
+}
+
+}  // namespace
+
+void log_element_warnings() {
+  if (g_getenv("GST_DEBUG"))
+    return;
+  gst_debug_remove_log_function(gst_debug_log_default);
+  for (const char* category : {"openairealtime", "voiceopusenc", "voiceopusdec"})
+    gst_debug_set_threshold_for_name(category, GST_LEVEL_WARNING);
+  // Parenthesised: the macro of that name compares the function with a void*.
+  (gst_debug_add_log_function)(forward_element_warning, nullptr, nullptr);
+}
 
 }  // namespace vb

@@ -29,4 +29,11 @@ std::string json_log_line(int64_t real_time_us, GLogLevelFlags level, std::strin
 // would drop (info/debug outside G_MESSAGES_DEBUG) are dropped too.
 void use_json_logs();
 
+// Unless GST_DEBUG is set (then GStreamer's own debug output applies as
+// usual): sends the warnings and errors of our elements' debug categories
+// (openairealtime, voiceopusenc, voiceopusdec) to the GLib log, domain
+// "gstreamer", so that a malformed Realtime event, dropped caller audio or a
+// late pacing tick shows in the server's log, in either LOG_FORMAT.
+void log_element_warnings();
+
 }  // namespace vb

@@ -241,6 +241,7 @@ int main(int argc, char** argv) {
   }
   if (result.config->log_format == vb::LogFormat::Json)
     vb::use_json_logs();
+  vb::log_element_warnings();
   if (!vb::register_static_plugins()) {
     g_printerr("voicebridge: cannot register the openairealtime and voiceopus elements\n");
     return 1;

@@ -278,6 +278,16 @@ class Harness:
         matches = [s for s in await self.sessions() if caller.name in (s.get("instructions") or "")]
         return matches[-1] if matches else None
 
+    async def send_to_session(self, caller: Caller, text: str) -> None:
+        """Makes the fake AI send `text` as one WebSocket text frame to the caller's session."""
+        sessions = await self.sessions()
+        indexes = [i for i, s in enumerate(sessions) if caller.name in (s.get("instructions") or "")]
+        if not indexes:
+            raise AssertionError(f"no Realtime session carries {caller.name!r}")
+        http_url = self.realtime_url.replace("ws://", "http://").split("/v1/")[0]
+        async with self.http.post(f"{http_url}/_test/sessions/{indexes[-1]}/send", data=text) as response:
+            response.raise_for_status()
+
     async def start_reply(self, caller: Caller) -> bool:
         """Makes the fake AI start a new turn in the caller's session now, as
         if the caller had finished speaking (the next scripted function call,

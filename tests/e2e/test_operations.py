@@ -213,6 +213,9 @@ class DrainTimeout(OperationsTestCase):
     async def test_call_still_up_is_terminated(self):
         caller, call_id = await self.answered_call("Tom Timeout", "15551230901", 400)
         await self.wait_for_audio(caller, 0.3)
+        await self.h.send_to_session(caller, '{"type": "response.output_audio.delta", "delta": ')  # malformed
+        await self.h.wait_until(lambda: "malformed server event" in self.h.server.log_text(), 10,
+                                "the element's warning in the server's log")
         self.h.server.process.send_signal(signal.SIGTERM)
         await self.wait_until(self.not_ready, 10, "/ready to answer 503 after SIGTERM")
         self.assertEqual(await self.wait_for_exit(15), 0)
@@ -226,6 +229,9 @@ class DrainTimeout(OperationsTestCase):
         self.assertGreater(len(entries), 5)
         for entry in entries:
             self.assertTrue({"ts", "level", "domain", "message"} <= entry.keys(), entry)
+        # Our GStreamer elements' warnings come through the same log.
+        self.assertTrue(any(e["domain"] == "gstreamer" and "malformed server event" in e["message"] for e in entries),
+                        [e for e in entries if e["domain"] == "gstreamer"])
         about_call = [e for e in entries if e.get("call_id") == call_id]
         self.assertTrue(any("ending (server shutting down)" in e["message"] for e in about_call),
                         [e["message"] for e in about_call])
