@@ -1,5 +1,6 @@
 #include "call/media.h"
 
+#include "call/gst_ptr.h"
 #include "call/receive_queue_bypass.h"
 
 #include <gst/sdp/sdp.h>
@@ -53,12 +54,6 @@ constexpr guint kJitterBufferLatencyMs = 50;  // reference §2.3: 40-60
 // libopus adds in-band FEC only when it expects some loss.
 constexpr int kFecExpectedLossPercent = 10;
 constexpr const char* kPipelineAudioCaps = "audio/x-raw,format=S16LE,rate=24000,channels=1,layout=interleaved";
-
-struct GstObjectUnref {
-  void operator()(gpointer object) const { gst_object_unref(object); }
-};
-template <typename T>
-using GstPtr = std::unique_ptr<T, GstObjectUnref>;
 
 // Runs fn on the main loop, if the CallMedia still exists by then.
 void post(const GuardPtr& guard, std::function<void(CallMedia&)> fn) {
@@ -293,12 +288,14 @@ void drop_while_send_blocked(GstElement* webrtc, GstElement* dtlssrtpenc) {
 }  // namespace
 
 // Any thread that builds webrtcbin's insides.
+// webrtcbin 1.22 puts a clocksync (sync=true) behind each sink pad. The AI's
+// audio is already paced on the clock: syncing again would hold every frame
+// for the pipeline's latency, and under shared pacing that wait would delay
+// every other call's frames too.
 void CallMedia::Guard::on_webrtc_element_added(GstBin* webrtc, GstBin*, GstElement* element, gpointer data) {
-  GstElementFactory* factory = gst_element_get_factory(element);
-  const char* name = factory ? GST_OBJECT_NAME(factory) : "";
-  if (g_str_equal(name, "clocksync")) {
+  if (made_by(element, "clocksync")) {
     g_object_set(element, "sync", FALSE, nullptr);
-  } else if (g_str_equal(name, "dtlssrtpenc")) {
+  } else if (made_by(element, "dtlssrtpenc")) {
     connect_guarded(element, "on-key-set", G_CALLBACK(on_send_key_set), guard_from(data));
     drop_while_send_blocked(GST_ELEMENT(webrtc), element);
   }
@@ -370,8 +367,10 @@ void warm_up_media() {
   for (const char* factory : {"webrtcbin", "dtlssrtpdec", "dtlssrtpenc", "nicesrc", "nicesink", "rtpbin",
                               "rtpopusdepay", "rtpopuspay", "voiceopusdec", "voiceopusenc", "openairealtime", "valve",
                               "capsfilter"}) {
-    if (GstElement* element = gst_element_factory_make(factory, nullptr))
-      GstPtr<GstElement>(GST_ELEMENT(gst_object_ref_sink(element)));  // dtlssrtpdec's init makes the certificate
+    // Made and dropped at once: dtlssrtpdec's init makes the certificate.
+    GstPtr<GstElement> element(gst_element_factory_make(factory, nullptr));
+    if (element)
+      gst_object_ref_sink(element.get());  // the floating reference becomes the one GstPtr drops
     else
       g_warning("media: GStreamer element %s is missing: calls will fail", factory);
   }
@@ -483,10 +482,7 @@ bool CallMedia::build_audio_chain(std::string* error) {
 
   g_object_set(webrtc_, "bundle-policy", GST_WEBRTC_BUNDLE_POLICY_MAX_BUNDLE, "latency", kJitterBufferLatencyMs,
                nullptr);
-  // webrtcbin 1.22 puts a clocksync (sync=true) behind each sink pad. The AI's
-  // audio is already paced on the clock: syncing again would hold every frame
-  // for the pipeline's latency, and under shared pacing that wait would delay
-  // every other call's frames too.
+  // Adjusts webrtcbin's insides as it builds them (clocksync, send path).
   connect_guarded(webrtc_, "deep-element-added", G_CALLBACK(Guard::on_webrtc_element_added), guard_);
   g_autoptr(GstCaps) audio_caps = gst_caps_from_string(kPipelineAudioCaps);
   g_object_set(in_caps, "caps", audio_caps, nullptr);

@@ -9,24 +9,10 @@
 // rest of the call.
 #include "call/receive_queue_bypass.h"
 
-#include <memory>
+#include "call/gst_ptr.h"
 
 namespace vb {
 namespace {
-
-struct GstObjectUnref {
-  void operator()(gpointer object) const { gst_object_unref(object); }
-};
-template <typename T>
-using GstPtr = std::unique_ptr<T, GstObjectUnref>;
-struct IteratorFree {
-  void operator()(GstIterator* it) const { gst_iterator_free(it); }
-};
-
-bool made_by(GstElement* element, const char* factory_name) {
-  GstElementFactory* factory = gst_element_get_factory(element);
-  return factory && g_strcmp0(GST_OBJECT_NAME(factory), factory_name) == 0;
-}
 
 GstElement* peer_element(GstElement* element, const char* pad_name) {
   GstPtr<GstPad> pad(gst_element_get_static_pad(element, pad_name));
@@ -36,10 +22,10 @@ GstElement* peer_element(GstElement* element, const char* pad_name) {
 
 // The queue whose src feeds a dtlssrtpdec and whose sink is fed by a capsfilter.
 GstElement* find_receive_queue(GstElement* webrtcbin) {
-  std::unique_ptr<GstIterator, IteratorFree> it(gst_bin_iterate_recurse(GST_BIN(webrtcbin)));
+  g_autoptr(GstIterator) it = gst_bin_iterate_recurse(GST_BIN(webrtcbin));
   GValue item = G_VALUE_INIT;
   GstElement* found = nullptr;
-  while (!found && gst_iterator_next(it.get(), &item) == GST_ITERATOR_OK) {
+  while (!found && gst_iterator_next(it, &item) == GST_ITERATOR_OK) {
     auto* element = GST_ELEMENT(g_value_get_object(&item));
     if (made_by(element, "queue")) {
       GstPtr<GstElement> downstream(peer_element(element, "src"));
