@@ -113,7 +113,8 @@ void forward_element_warning(GstDebugCategory* category, GstDebugLevel level, co
                              GObject* object, GstDebugMessage* message, gpointer) {
   if (level > GST_LEVEL_WARNING)
     return;
-  g_autofree gchar* path = object && GST_IS_OBJECT(object) ? gst_object_get_path_string(GST_OBJECT(object)) : nullptr;
+  g_autofree gchar* path =
+      object && GST_IS_OBJECT(object) ? gst_object_get_path_string(GST_OBJECT(object)) : nullptr;
   g_log("gstreamer", G_LOG_LEVEL_WARNING, "%s%s%s: %s", gst_debug_category_get_name(category), path ? " " : "",
         path ? path : "", gst_debug_message_get(message));
 }

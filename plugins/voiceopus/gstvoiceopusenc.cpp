@@ -28,7 +28,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <memory>
+#include <optional>
+#include <vector>
 
 GST_DEBUG_CATEGORY_STATIC(voiceopusenc_debug);
 #define GST_CAT_DEFAULT voiceopusenc_debug
@@ -37,6 +40,7 @@ namespace {
 
 constexpr int kDefaultFrameMs = 20;
 constexpr int kMaxFrameMs = 60;
+constexpr gsize kMaxFrameSamples = 48000 * kMaxFrameMs / 1000;
 constexpr int kMaxPacketBytes = 1275;  // RFC 6716 §3.2.1: one frame's largest size
 // Silent frames encoded before the packet is cached: libopus's lookahead
 // (≤ 6.5 ms) and SILK's inter-frame state must have flushed. After speech its
@@ -173,13 +177,17 @@ static bool apply_settings(GstVoiceOpusEnc* self, const Settings& settings) {
 }
 
 // Applies property changes made since the last frame.
-static bool refresh_settings(GstVoiceOpusEnc* self) {
+// The settings for this frame, with changes since the last one applied;
+// nullopt after an error (posted).
+static std::optional<Settings> refresh_settings(GstVoiceOpusEnc* self) {
   GST_OBJECT_LOCK(self);
   const bool changed = self->settings_changed;
   const Settings settings = self->settings;
   self->settings_changed = false;
   GST_OBJECT_UNLOCK(self);
-  return !changed || apply_settings(self, settings);
+  if (changed && !apply_settings(self, settings))
+    return std::nullopt;
+  return settings;
 }
 
 static gboolean set_format(GstAudioEncoder* encoder, GstAudioInfo* info) {
@@ -213,26 +221,41 @@ static gboolean set_format(GstAudioEncoder* encoder, GstAudioInfo* info) {
   return gst_audio_encoder_set_output_format(encoder, caps);
 }
 
-static GstFlowReturn encode(GstVoiceOpusEnc* self, const guint8* pcm, gsize size, GstBuffer** out) {
-  std::array<opus_int16, 48000 * kMaxFrameMs / 1000> frame{};
-  std::copy_n(pcm, std::min(size, frame.size() * sizeof(opus_int16)), reinterpret_cast<guint8*>(frame.data()));
-  std::array<guint8, kMaxPacketBytes> packet;
-  const opus_int32 length =
-      opus_encode(self->encoder.get(), frame.data(), self->frame_samples, packet.data(), packet.size());
+// Encodes one frame of `pcm` (frame_samples samples) straight into the packet.
+static GstFlowReturn encode(GstVoiceOpusEnc* self, const opus_int16* pcm, GstBuffer** out) {
+  GstBuffer* packet = gst_audio_encoder_allocate_output_buffer(GST_AUDIO_ENCODER(self), kMaxPacketBytes);
+  GstMapInfo map;
+  gst_buffer_map(packet, &map, GST_MAP_WRITE);
+  const opus_int32 length = opus_encode(self->encoder.get(), pcm, self->frame_samples, map.data, map.size);
+  gst_buffer_unmap(packet, &map);
   if (length < 0) {
+    gst_buffer_unref(packet);
     GST_ELEMENT_ERROR(self, STREAM, ENCODE, (nullptr), ("opus_encode: %s", opus_strerror(length)));
     return GST_FLOW_ERROR;
   }
-  *out = gst_audio_encoder_allocate_output_buffer(GST_AUDIO_ENCODER(self), length);
-  gst_buffer_fill(*out, 0, packet.data(), length);
+  gst_buffer_set_size(packet, length);
+  *out = packet;
   return GST_FLOW_OK;
+}
+
+// The input as whole frame of samples: the mapped data itself when it is one
+// (the usual case), else a zero-padded copy in `padded` (a short last frame).
+static const opus_int16* frame_samples_of(GstVoiceOpusEnc* self, const GstMapInfo& map,
+                                          std::vector<opus_int16>& padded) {
+  const gsize frame_bytes = self->frame_samples * sizeof(opus_int16);
+  if (map.size >= frame_bytes && reinterpret_cast<guintptr>(map.data) % alignof(opus_int16) == 0)
+    return reinterpret_cast<const opus_int16*>(map.data);
+  padded.assign(self->frame_samples, 0);
+  std::memcpy(padded.data(), map.data, std::min(map.size, frame_bytes));
+  return padded.data();
 }
 
 static GstFlowReturn handle_frame(GstAudioEncoder* encoder, GstBuffer* buffer) {
   GstVoiceOpusEnc* self = GST_VOICE_OPUS_ENC(encoder);
   if (!buffer)  // drain: nothing is buffered beyond libopus's lookahead
     return GST_FLOW_OK;
-  if (!refresh_settings(self))
+  const std::optional<Settings> settings = refresh_settings(self);
+  if (!settings)
     return GST_FLOW_ERROR;
 
   GstMapInfo map;
@@ -241,18 +264,16 @@ static GstFlowReturn handle_frame(GstAudioEncoder* encoder, GstBuffer* buffer) {
   const bool silent = is_silent(buffer, map);
   self->silent_run = silent ? self->silent_run + 1 : 0;
 
-  GST_OBJECT_LOCK(self);
-  const bool skip_silence = self->settings.skip_silence;
-  GST_OBJECT_UNLOCK(self);
-
   GstBuffer* packet = nullptr;
   GstFlowReturn result = GST_FLOW_OK;
-  const bool from_cache = silent && skip_silence && self->silence_packet;
+  const bool from_cache = silent && settings->skip_silence && self->silence_packet;
   if (from_cache) {
     packet = gst_buffer_copy(self->silence_packet.get());  // shares the memory
   } else {
     // A GAP buffer's content is undefined: encode zeros.
-    result = silent ? encode(self, nullptr, 0, &packet) : encode(self, map.data, map.size, &packet);
+    static const std::array<opus_int16, kMaxFrameSamples> kZeros{};
+    std::vector<opus_int16> padded;
+    result = encode(self, silent ? kZeros.data() : frame_samples_of(self, map, padded), &packet);
     if (result == GST_FLOW_OK && silent && self->silent_run >= kSilentFramesBeforeCaching)
       self->silence_packet.reset(gst_buffer_copy(packet));
   }
