@@ -216,8 +216,8 @@ static gboolean set_format(GstAudioEncoder* encoder, GstAudioInfo* info) {
       settings.frame_ms * GST_MSECOND + gst_util_uint64_scale_int(lookahead, GST_SECOND, self->rate);
   gst_audio_encoder_set_latency(encoder, latency, latency);
 
-  g_autoptr(GstCaps) caps = gst_caps_new_simple("audio/x-opus", "rate", G_TYPE_INT, self->rate, "channels", G_TYPE_INT, 1,
-                                                "channel-mapping-family", G_TYPE_INT, 0, nullptr);
+  g_autoptr(GstCaps) caps = gst_caps_new_simple("audio/x-opus", "rate", G_TYPE_INT, self->rate, "channels",
+                                                G_TYPE_INT, 1, "channel-mapping-family", G_TYPE_INT, 0, nullptr);
   return gst_audio_encoder_set_output_format(encoder, caps);
 }
 
