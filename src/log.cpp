@@ -125,7 +125,7 @@ void log_element_warnings() {
   if (g_getenv("GST_DEBUG"))
     return;
   gst_debug_remove_log_function(gst_debug_log_default);
-  for (const char* category : {"openairealtime", "voiceopusenc", "voiceopusdec"})
+  for (const char* category : {"openairealtime", "voiceopusenc", "voiceopusdec", "voicejitter"})
     gst_debug_set_threshold_for_name(category, GST_LEVEL_WARNING);
   // Parenthesised: the macro of that name compares the function with a void*.
   (gst_debug_add_log_function)(forward_element_warning, nullptr, nullptr);

@@ -31,7 +31,7 @@ void use_json_logs();
 
 // Unless GST_DEBUG is set (then GStreamer's own debug output applies as
 // usual): sends the warnings and errors of our elements' debug categories
-// (openairealtime, voiceopusenc, voiceopusdec) to the GLib log, domain
+// (openairealtime, voiceopusenc, voiceopusdec, voicejitter) to the GLib log, domain
 // "gstreamer", so that a malformed Realtime event, dropped caller audio or a
 // late pacing tick shows in the server's log, in either LOG_FORMAT.
 void log_element_warnings();

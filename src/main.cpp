@@ -243,7 +243,7 @@ int main(int argc, char** argv) {
     vb::use_json_logs();
   vb::log_element_warnings();
   if (!vb::register_static_plugins()) {
-    g_printerr("voicebridge: cannot register the openairealtime and voiceopus elements\n");
+    g_printerr("voicebridge: cannot register the openairealtime, voiceopus and voicertp elements\n");
     return 1;
   }
   vb::warm_up_media();

@@ -13,6 +13,7 @@
 
 extern "C" void gst_plugin_openairealtime_register(void);
 extern "C" void gst_plugin_voiceopus_register(void);
+extern "C" void gst_plugin_voicertp_register(void);
 
 namespace vb {
 
@@ -354,8 +355,9 @@ bool register_static_plugins() {
   std::call_once(once, [] {
     gst_plugin_openairealtime_register();
     gst_plugin_voiceopus_register();
+    gst_plugin_voicertp_register();
     registered = true;
-    for (const char* name : {"openairealtime", "voiceopusenc", "voiceopusdec"}) {
+    for (const char* name : {"openairealtime", "voiceopusenc", "voiceopusdec", "voicejitter"}) {
       g_autoptr(GstElementFactory) factory = gst_element_factory_find(name);
       registered = registered && factory;
     }
@@ -366,7 +368,7 @@ bool register_static_plugins() {
 void warm_up_media() {
   for (const char* factory : {"webrtcbin", "dtlssrtpdec", "dtlssrtpenc", "nicesrc", "nicesink", "rtpbin",
                               "rtpopusdepay", "rtpopuspay", "voiceopusdec", "voiceopusenc", "openairealtime", "valve",
-                              "capsfilter"}) {
+                              "capsfilter", "voicejitter"}) {
     // Made and dropped at once: dtlssrtpdec's init makes the certificate.
     GstPtr<GstElement> element(gst_element_factory_make(factory, nullptr));
     if (element)
@@ -465,6 +467,23 @@ bool CallMedia::build(std::string* error) {
   return true;
 }
 
+// rtpbin's jitterbuffer for the caller's stream is voicejitter
+// (plugins/voicertp): it passes packets on in the thread that received them,
+// where rtpjitterbuffer's own thread woke for each one (50 a second per call).
+static bool use_voice_jitter(GstElement* webrtc, std::string* error) {
+  GstPtr<GstElement> rtpbin(gst_bin_get_by_name(GST_BIN(webrtc), "rtpbin"));
+  if (!rtpbin) {
+    *error = "webrtcbin has no rtpbin: not the GStreamer 1.22 layout";
+    return false;
+  }
+  // The element is returned floating: rtpbin adds it to itself. A NULL
+  // return would make rtpbin fall back to its own rtpjitterbuffer.
+  g_signal_connect(rtpbin.get(), "request-jitterbuffer",
+                   G_CALLBACK(+[](GstElement*, guint) { return gst_element_factory_make("voicejitter", nullptr); }),
+                   nullptr);
+  return true;
+}
+
 bool CallMedia::build_audio_chain(std::string* error) {
   GstBin* bin = GST_BIN(pipeline_);
   webrtc_ = make_element(bin, "webrtcbin", "webrtc", error);
@@ -484,6 +503,8 @@ bool CallMedia::build_audio_chain(std::string* error) {
                nullptr);
   // Adjusts webrtcbin's insides as it builds them (clocksync, send path).
   connect_guarded(webrtc_, "deep-element-added", G_CALLBACK(Guard::on_webrtc_element_added), guard_);
+  if (!use_voice_jitter(webrtc_, error))
+    return false;
   g_autoptr(GstCaps) audio_caps = gst_caps_from_string(kPipelineAudioCaps);
   g_object_set(in_caps, "caps", audio_caps, nullptr);
   // Buffers are dropped until Meta's accept (no RTP before it), but caps and
