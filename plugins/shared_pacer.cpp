@@ -1,14 +1,12 @@
 #include "shared_pacer.h"
 
 #include <gst/gst.h>
-#include <pthread.h>
-#include <sched.h>
-#include <sys/resource.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
+#include <string>
+
+#include "thread_priority.h"
 
 GST_DEBUG_CATEGORY_EXTERN(openairealtime_debug);
 #define GST_CAT_DEFAULT openairealtime_debug
@@ -25,24 +23,17 @@ constexpr gint64 kSlowTickUs = 20000;
 // Every output's audio waits for this one thread: when the cores are busy it
 // must not queue behind the many streaming threads of the pipelines it feeds
 // (measured, 80 calls on 2 cores: ticks of 20-52 ms and 88 ms gaps at normal
-// priority, none over 47 ms with SCHED_RR). Its work per tick is bounded and
-// it never blocks, so the lowest real-time priority is safe (and the kernel's
-// RT throttling still applies). Needs CAP_SYS_NICE or RLIMIT_RTPRIO >= 1;
-// else nice -10 (RLIMIT_NICE), else the default priority.
+// priority, none over 47 ms with SCHED_RR).
 void raise_priority() {
-  const sched_param param{.sched_priority = 1};
-  const int rr_error = pthread_setschedparam(pthread_self(), SCHED_RR, &param);
-  if (rr_error == 0) {
-    GST_INFO("realtime:pacer runs SCHED_RR");
-    return;
+  std::string refused;
+  switch (voicebridge::raise_thread_priority(&refused)) {
+    case voicebridge::ThreadPriority::RealtimeRoundRobin: GST_INFO("realtime:pacer runs SCHED_RR"); break;
+    case voicebridge::ThreadPriority::Nice: GST_INFO("realtime:pacer runs at nice -10 (%s)", refused.c_str()); break;
+    case voicebridge::ThreadPriority::Normal:
+      GST_WARNING("realtime:pacer runs at normal priority (%s): audio may stall under CPU contention",
+                  refused.c_str());
+      break;
   }
-  if (setpriority(PRIO_PROCESS, 0, -10) == 0) {  // on Linux, 0 is the calling thread
-    GST_INFO("realtime:pacer runs at nice -10 (SCHED_RR: %s)", strerror(rr_error));
-    return;
-  }
-  GST_WARNING("realtime:pacer runs at normal priority (SCHED_RR: %s; nice: %s): audio may stall under CPU "
-              "contention",
-              strerror(rr_error), strerror(errno));
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 #include "call/media.h"
 
 #include "call/gst_ptr.h"
-#include "call/receive_queue_bypass.h"
+#include "call/shared_receive.h"
 
 #include <gst/sdp/sdp.h>
 #include <gst/webrtc/webrtc.h>
@@ -780,8 +780,9 @@ void CallMedia::finish_offer(std::string offer) {
 void CallMedia::connection_state_changed(int state) {
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !connected_) {
     connected_ = true;
-    if (!bypass_receive_queue(webrtc_))
-      g_warning("media: webrtcbin's receive queue not found: left in place");
+    receive_takeover_ = ReceiveTakeover::start(webrtc_);
+    if (!receive_takeover_)
+      g_warning("media: webrtcbin's receive path is not what GStreamer 1.22 builds: nicesrc keeps receiving");
     if (events_.on_connected)
       events_.on_connected();
   } else if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED) {
@@ -940,6 +941,8 @@ CallMedia::~CallMedia() {
     GstPtr<GstBus> bus(gst_element_get_bus(pipeline_));
     gst_bus_remove_watch(bus.get());
   }
+  if (receive_takeover_)
+    receive_takeover_->stop();  // no receive thread pushes into the pipeline from here on
   if (webrtc_) {
     unlink_source_pads(webrtc_);
     // webrtcbin first: a send thread may be held inside it (a sink pad still

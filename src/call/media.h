@@ -21,6 +21,8 @@
 
 namespace vb {
 
+class ReceiveTakeover;
+
 struct MediaSettings {
   IceSettings ice;
   RealtimeSettings realtime;
@@ -50,7 +52,7 @@ struct MediaEvents {
   std::function<void(const std::string& code)> on_realtime_error;
 };
 
-// Registers the statically linked openairealtime and voiceopus plugins; safe
+// Registers the statically linked openairealtime, voiceopus and voicertp plugins; safe
 // to call more than once. Call it after gst_init() and before the first CallMedia.
 bool register_static_plugins();
 
@@ -140,6 +142,8 @@ class CallMedia {
   bool answer_done_ = false;
   bool realtime_ready_ = false;
   bool connected_ = false;
+  // Reads the call's packets on a shared thread once connected (shared_receive.cpp).
+  std::shared_ptr<ReceiveTakeover> receive_takeover_;
   bool failed_ = false;
   bool sending_ = false;         // start_sending was called
   bool send_keys_set_ = false;   // webrtcbin unblocked its send path

@@ -14,7 +14,7 @@
 #include <filesystem>
 
 #include "call/media.h"
-#include "call/receive_queue_bypass.h"
+#include "call/shared_receive.h"
 #include "call/sdp.h"
 #include "fake_realtime_server.h"
 #include "meta_offer.h"
@@ -294,10 +294,11 @@ TEST_F(CallMediaTest, AudioFlowsBothWaysAndThreadsReturnToBaseline) {
       << thread_count() << " threads after the call, " << baseline << " before";
 }
 
-// bypass_receive_queue on a connected webrtcbin 1.22 (here Meta's side, a
-// plain webrtcbin): the queue leaves the receive path at the next packet and
-// audio keeps arriving, now carried by nicesrc's thread.
-TEST_F(CallMediaTest, ReceiveQueueBypassKeepsAudioFlowing) {
+// ReceiveTakeover on a connected webrtcbin 1.22 (here Meta's side, a plain
+// webrtcbin): at the next packet our pad replaces nicesrc ! capsfilter ! queue,
+// nicesrc and the queue stop, audio keeps arriving through a shared receive
+// thread, and after stop() nothing more is pushed.
+TEST_F(CallMediaTest, ReceiveTakeoverKeepsAudioFlowingUntilStopped) {
   MetaPeer meta;
   std::string error;
   auto media = vb::CallMedia::create_answerer(meta.make_offer(), settings_for(server_), recorder_.events(), &error);
@@ -306,32 +307,42 @@ TEST_F(CallMediaTest, ReceiveQueueBypassKeepsAudioFlowing) {
   ASSERT_TRUE(meta.accept_answer(recorder_.answer));
   ASSERT_TRUE(run_until([&] { return recorder_.connected > 0 || recorder_.failures > 0; }));
   media->start_sending();
-  ASSERT_TRUE(run_until([&] { return meta.received_count() > 0; }, 15000)) << "no audio before the bypass";
+  ASSERT_TRUE(run_until([&] { return meta.received_count() > 0; }, 15000)) << "no audio before the takeover";
 
-  GstElement* queue = nullptr;
-  auto find_queue = [&] {
+  auto find = [&](const char* factory_name) -> GstElement* {
     g_autoptr(GstIterator) it = gst_bin_iterate_recurse(GST_BIN(meta.webrtc()));
     GValue item = G_VALUE_INIT;
-    while (!queue && gst_iterator_next(it, &item) == GST_ITERATOR_OK) {
+    GstElement* found = nullptr;
+    while (!found && gst_iterator_next(it, &item) == GST_ITERATOR_OK) {
       auto* element = GST_ELEMENT(g_value_get_object(&item));
       GstElementFactory* factory = gst_element_get_factory(element);
-      if (factory && g_str_equal(GST_OBJECT_NAME(factory), "queue"))
-        queue = GST_ELEMENT(gst_object_ref(element));
+      if (factory && g_str_equal(GST_OBJECT_NAME(factory), factory_name))
+        found = GST_ELEMENT(gst_object_ref(element));
       g_value_reset(&item);
     }
     g_value_unset(&item);
+    return found;
   };
-  find_queue();
-  ASSERT_TRUE(queue) << "webrtcbin 1.22's transportreceivebin has a queue";
+  g_autoptr(GstElement) queue = find("queue");
+  g_autoptr(GstElement) nicesrc = find("nicesrc");
+  ASSERT_TRUE(queue && nicesrc) << "webrtcbin 1.22's transportreceivebin has nicesrc and a queue";
   g_autoptr(GstPad) queue_sink = gst_element_get_static_pad(queue, "sink");
-  gst_object_unref(queue);
   ASSERT_TRUE(gst_pad_is_linked(queue_sink));
 
-  ASSERT_TRUE(vb::bypass_receive_queue(meta.webrtc()));
+  std::shared_ptr<vb::ReceiveTakeover> takeover = vb::ReceiveTakeover::start(meta.webrtc());
+  ASSERT_TRUE(takeover);
   EXPECT_TRUE(run_until([&] { return !gst_pad_is_linked(queue_sink); })) << "relinked at the next packet";
-  const size_t before = meta.received_count();
+  EXPECT_TRUE(run_until([&] { return GST_STATE(nicesrc) == GST_STATE_NULL && GST_STATE(queue) == GST_STATE_NULL; }))
+      << "nicesrc and the queue stop";
+  size_t before = meta.received_count();
   EXPECT_TRUE(run_until([&] { return meta.received_count() >= before + 48000; }, 15000))
-      << "audio still arrives after the bypass";
+      << "audio still arrives after the takeover";
+
+  takeover->stop();
+  run_until([] { return false; }, 200);  // what was already pushed drains
+  before = meta.received_count();
+  run_until([] { return false; }, 1000);
+  EXPECT_EQ(meta.received_count(), before) << "nothing is pushed after stop()";
   EXPECT_EQ(recorder_.failures, 0) << recorder_.failure;
 }
 
