@@ -289,16 +289,42 @@ TEST_F(VoiceJitterTest, DuplicateAndLatePacketsAreDroppedAndCounted) {
   EXPECT_EQ(jitter.pushed(), 5u);
 }
 
-// A packet 99 behind is late, not a new stream.
+// Packets up to 100 behind are late, not a new stream.
 TEST_F(VoiceJitterTest, PacketFarBehindWithinTheMisorderLimitIsDropped) {
   JitterHarness jitter;
   const Stream stream;
-  jitter.push(stream, 0, 100);
+  jitter.push(stream, 0, 101);
   jitter.take();
-  jitter.push(stream.packet(0));  // 99 behind #99
+  jitter.push(stream.packet(1));  // 99 behind #100
+  jitter.push(stream.packet(0));  // 100 behind
   EXPECT_TRUE(jitter.take().empty());
-  EXPECT_EQ(jitter.dropped(), 1u);
-  EXPECT_EQ(jitter.pushed(), 100u);
+  EXPECT_EQ(jitter.dropped(), 2u);
+  EXPECT_EQ(jitter.pushed(), 101u);
+}
+
+// rtpjitterbuffer's stats structure, as webrtcbin's get-stats reads it.
+TEST_F(VoiceJitterTest, StatsCountPushedLostLateAndDuplicates) {
+  JitterHarness jitter;
+  const Stream stream;
+  jitter.push(stream, 0, 3);
+  jitter.push(stream.packet(2));  // duplicate
+  jitter.push(stream.packet(1));  // late
+  jitter.push(stream, 5, 6);      // #3 and #4 lost
+  jitter.take();
+  GstStructure* stats = nullptr;
+  g_object_get(jitter.element(), "stats", &stats, nullptr);
+  ASSERT_TRUE(stats);
+  EXPECT_TRUE(gst_structure_has_name(stats, "application/x-rtp-jitterbuffer-stats"));
+  guint64 pushed = 0, lost = 0, late = 0, duplicates = 0, rtx = 1;
+  EXPECT_TRUE(gst_structure_get(stats, "num-pushed", G_TYPE_UINT64, &pushed, "num-lost", G_TYPE_UINT64, &lost,
+                                "num-late", G_TYPE_UINT64, &late, "num-duplicates", G_TYPE_UINT64, &duplicates,
+                                "rtx-count", G_TYPE_UINT64, &rtx, nullptr));
+  EXPECT_EQ(pushed, 4u);
+  EXPECT_EQ(lost, 2u);
+  EXPECT_EQ(late, 1u);
+  EXPECT_EQ(duplicates, 1u);
+  EXPECT_EQ(rtx, 0u);
+  gst_structure_free(stats);
 }
 
 // --- gaps -------------------------------------------------------------------------
