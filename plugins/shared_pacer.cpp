@@ -23,11 +23,18 @@ constexpr gint64 kSlowTickUs = 20000;
 // Every output's audio waits for this one thread: when the cores are busy it
 // must not queue behind the many streaming threads of the pipelines it feeds
 // (measured, 80 calls on 2 cores: ticks of 20-52 ms and 88 ms gaps at normal
-// priority, none over 47 ms with SCHED_RR).
+// priority, none over 47 ms with SCHED_RR), nor behind the server's receive
+// threads (SCHED_RR one below: 80 calls, max gap 73 ms at their priority, 40
+// ms above it).
 void raise_priority() {
   std::string refused;
-  switch (voicebridge::raise_thread_priority(&refused)) {
-    case voicebridge::ThreadPriority::RealtimeRoundRobin: GST_INFO("realtime:pacer runs SCHED_RR"); break;
+  switch (voicebridge::raise_thread_priority(voicebridge::kPacerRealtimePriority, &refused)) {
+    case voicebridge::ThreadPriority::RealtimeRoundRobin:
+      if (refused.empty())
+        GST_INFO("realtime:pacer runs SCHED_RR");
+      else
+        GST_WARNING("realtime:pacer: %s: audio may stall behind receive threads", refused.c_str());
+      break;
     case voicebridge::ThreadPriority::Nice: GST_INFO("realtime:pacer runs at nice -10 (%s)", refused.c_str()); break;
     case voicebridge::ThreadPriority::Normal:
       GST_WARNING("realtime:pacer runs at normal priority (%s): audio may stall under CPU contention",
