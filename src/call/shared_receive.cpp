@@ -182,9 +182,9 @@ std::shared_ptr<ReceiveTakeover> ReceiveTakeover::start(GstElement* webrtcbin) {
     return nullptr;
   std::shared_ptr<ReceiveTakeover> takeover(new ReceiveTakeover());
   ReceiveTakeover& self = *takeover;
-  self.queue_sink_.reset(static_pad(queue.get(), "sink"));
+  GstPtr<GstPad> queue_sink(static_pad(queue.get(), "sink"));
   self.queue_src_.reset(static_pad(queue.get(), "src"));
-  self.capsfilter_src_.reset(gst_pad_get_peer(self.queue_sink_.get()));
+  self.capsfilter_src_.reset(gst_pad_get_peer(queue_sink.get()));
   self.decoder_sink_.reset(gst_pad_get_peer(self.queue_src_.get()));
   if (!self.capsfilter_src_ || !self.decoder_sink_)
     return nullptr;
@@ -242,8 +242,11 @@ GstPadProbeReturn ReceiveTakeover::on_nicesrc_buffer(GstPadProbeInfo* info) {
   return GST_PAD_PROBE_DROP;
 }
 
-// capsfilter ! queue ! dtlssrtpdec becomes (our pad) ! dtlssrtpdec, with the
-// stream's sticky events (stream-start, caps, segment) carried over.
+// queue ! dtlssrtpdec becomes (our pad) ! dtlssrtpdec, with the stream's
+// sticky events (stream-start, caps, segment) carried over. capsfilter stays
+// linked to the queue (the probe drops what nicesrc still pushes): an
+// unlinked capsfilter without caps, as after a restart of nicesrc, fails an
+// assertion and leaks the events it holds (GStreamer 1.22).
 bool ReceiveTakeover::relink() {
   gst_pad_set_active(pad_.get(), TRUE);
   gst_pad_sticky_events_foreach(
@@ -253,12 +256,10 @@ bool ReceiveTakeover::relink() {
         return TRUE;
       },
       pad_.get());
-  if (!gst_pad_unlink(capsfilter_src_.get(), queue_sink_.get()))
+  if (!gst_pad_unlink(queue_src_.get(), decoder_sink_.get()))
     return false;
-  if (!gst_pad_unlink(queue_src_.get(), decoder_sink_.get()) ||
-      gst_pad_link(pad_.get(), decoder_sink_.get()) != GST_PAD_LINK_OK) {
+  if (gst_pad_link(pad_.get(), decoder_sink_.get()) != GST_PAD_LINK_OK) {
     gst_pad_link(queue_src_.get(), decoder_sink_.get());
-    gst_pad_link(capsfilter_src_.get(), queue_sink_.get());
     return false;
   }
   return true;

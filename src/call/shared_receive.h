@@ -54,8 +54,7 @@ class ReceiveTakeover {
   GstPtr<GstElement> nicesrc_;
   GstPtr<GstElement> queue_;
   GstPtr<GstPad> capsfilter_src_;  // nicesrc ! capsfilter: where nicesrc's packets come out
-  GstPtr<GstPad> queue_sink_;      // ... ! queue ! dtlssrtpdec, the path nicesrc feeds
-  GstPtr<GstPad> queue_src_;
+  GstPtr<GstPad> queue_src_;      // ... ! queue ! dtlssrtpdec, the path nicesrc feeds
   GstPtr<GstPad> decoder_sink_;
   GstPtr<GstPad> pad_;  // ours, linked to dtlssrtpdec's sink by the takeover
   GstPtr<GstClock> clock_;

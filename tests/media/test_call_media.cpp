@@ -295,7 +295,8 @@ TEST_F(CallMediaTest, AudioFlowsBothWaysAndThreadsReturnToBaseline) {
 }
 
 // ReceiveTakeover on a connected webrtcbin 1.22 (here Meta's side, a plain
-// webrtcbin): at the next packet our pad replaces nicesrc ! capsfilter ! queue,
+// webrtcbin): at the next packet our pad replaces nicesrc ! capsfilter ! queue
+// in front of dtlssrtpdec,
 // nicesrc and the queue stop, audio keeps arriving through a shared receive
 // thread, and after stop() nothing more is pushed.
 TEST_F(CallMediaTest, ReceiveTakeoverKeepsAudioFlowingUntilStopped) {
@@ -326,12 +327,12 @@ TEST_F(CallMediaTest, ReceiveTakeoverKeepsAudioFlowingUntilStopped) {
   g_autoptr(GstElement) queue = find("queue");
   g_autoptr(GstElement) nicesrc = find("nicesrc");
   ASSERT_TRUE(queue && nicesrc) << "webrtcbin 1.22's transportreceivebin has nicesrc and a queue";
-  g_autoptr(GstPad) queue_sink = gst_element_get_static_pad(queue, "sink");
-  ASSERT_TRUE(gst_pad_is_linked(queue_sink));
+  g_autoptr(GstPad) queue_src = gst_element_get_static_pad(queue, "src");
+  ASSERT_TRUE(gst_pad_is_linked(queue_src));
 
   std::shared_ptr<vb::ReceiveTakeover> takeover = vb::ReceiveTakeover::start(meta.webrtc());
   ASSERT_TRUE(takeover);
-  EXPECT_TRUE(run_until([&] { return !gst_pad_is_linked(queue_sink); })) << "relinked at the next packet";
+  EXPECT_TRUE(run_until([&] { return !gst_pad_is_linked(queue_src); })) << "relinked at the next packet";
   EXPECT_TRUE(run_until([&] { return GST_STATE(nicesrc) == GST_STATE_NULL && GST_STATE(queue) == GST_STATE_NULL; }))
       << "nicesrc and the queue stop";
   size_t before = meta.received_count();
