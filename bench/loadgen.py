@@ -54,6 +54,13 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(steal, total) of the machine's aggregate cpu line: steal is the time the host ran something else."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return fields[7], sum(fields[:8])
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE_KB
@@ -368,7 +375,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
         realtime_pid, me = h.realtime.pid, os.getpid()
         t0 = time.monotonic()
         cpu0 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
-        switches0 = context_switches(pid)
+        switches0, jiffies0 = context_switches(pid), cpu_jiffies()
         start = await callers_process.window()        # resets the callers' counters
         profiler = await start_profiler(pid, args, log_dir) if args.perf else None
         await asyncio.sleep(args.seconds)
@@ -376,7 +383,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             await profiler.wait()
         end = await callers_process.window()          # counters over the window
         cpu1 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
-        switches1 = context_switches(pid)
+        switches1, jiffies1 = context_switches(pid), cpu_jiffies()
         t1 = time.monotonic()
         window, callers_window = t1 - t0, end["t"] - start["t"]
         per_call = max(len(up), 1)
@@ -413,6 +420,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             fake_realtime_cpu_pct=(cpu1[realtime_pid] - cpu0[realtime_pid]) / window * 100,
             rtp_packets_per_call_s=sum(received.values()) / per_call / callers_window,
             max_outbound_gap_ms=max(gaps, default=None),
+            host_steal_pct=(jiffies1[0] - jiffies0[0]) / max(jiffies1[1] - jiffies0[1], 1) * 100,
             inbound_ms_p50=percentile(inbound, 50), inbound_ms_p99=percentile(inbound, 99),
             inbound_samples=len(inbound), tones_sent=tones,
             outbound_ms_p50=percentile(outbound, 50), outbound_ms_p99=percentile(outbound, 99),
@@ -446,7 +454,8 @@ COLUMNS = [("N", "n", "{:d}"), ("up", "calls_up", "{:d}"), ("failed", "calls_fai
            ("setup p50/p99 ms", ("setup_ms_p50", "setup_ms_p99"), "{:.0f}/{:.0f}"),
            ("in p50/p99 ms", ("inbound_ms_p50", "inbound_ms_p99"), "{:.0f}/{:.0f}"),
            ("out p50/p99 ms", ("outbound_ms_p50", "outbound_ms_p99"), "{:.0f}/{:.0f}"),
-           ("max gap ms", "max_outbound_gap_ms", "{:.0f}"), ("loadgen cpu%", "loadgen_cpu_pct", "{:.0f}")]
+           ("max gap ms", "max_outbound_gap_ms", "{:.0f}"), ("loadgen cpu%", "loadgen_cpu_pct", "{:.0f}"),
+           ("steal%", "host_steal_pct", "{:.1f}")]
 
 
 def cell(result: dict, key, fmt: str) -> str:
