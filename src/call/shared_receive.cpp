@@ -5,8 +5,8 @@
 // server's CPU was the kernel, most of it these wakes).
 //
 // Once the call is connected (ICE and DTLS done), a ReceiveTakeover links a
-// pad of its own to dtlssrtpdec in place of the capsfilter and queue, stops
-// nicesrc and the queue (two threads fewer per call), and has libnice deliver
+// pad of its own to dtlssrtpdec in place of the queue, stops nicesrc and the
+// queue (two threads fewer per call), and has libnice deliver
 // the call's packets to one of a few process-wide receive threads instead
 // (nice_agent_attach_recv() with that thread's GMainContext). Each receive
 // thread iterates its context once per 10 ms tick: one poll serves all its

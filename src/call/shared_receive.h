@@ -53,7 +53,7 @@ class ReceiveTakeover {
   // Set by start(), read-only afterwards.
   GstPtr<GstElement> nicesrc_;
   GstPtr<GstElement> queue_;
-  GstPtr<GstPad> capsfilter_src_;  // nicesrc ! capsfilter: where nicesrc's packets come out
+  GstPtr<GstPad> capsfilter_src_;  // nicesrc ! capsfilter: where nicesrc's packets come out (probed)
   GstPtr<GstPad> queue_src_;      // ... ! queue ! dtlssrtpdec, the path nicesrc feeds
   GstPtr<GstPad> decoder_sink_;
   GstPtr<GstPad> pad_;  // ours, linked to dtlssrtpdec's sink by the takeover
