@@ -14,13 +14,6 @@ struct GstObjectUnref {
 template <typename T>
 using GstPtr = std::unique_ptr<T, GstObjectUnref>;
 
-struct GObjectUnref {
-  void operator()(gpointer object) const { g_object_unref(object); }
-};
-// Owns one reference to a plain GObject (a NiceAgent, a GSocket, ...).
-template <typename T>
-using GObjectPtr = std::unique_ptr<T, GObjectUnref>;
-
 // Whether `element` was made by the factory named `factory_name`.
 inline bool made_by(GstElement* element, const char* factory_name) {
   GstElementFactory* factory = gst_element_get_factory(element);

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "call/gst_ptr.h"
+#include "glib_ptr.h"  // plugins/: GObjectPtr
 
 namespace vb {
 
@@ -59,7 +60,7 @@ class ReceiveTakeover {
   GstPtr<GstPad> pad_;  // ours, linked to dtlssrtpdec's sink by the takeover
   GstPtr<GstClock> clock_;
   GstClockTime base_time_ = 0;
-  GObjectPtr<GObject> agent_;  // the NiceAgent
+  openairealtime::GObjectPtr<GObject> agent_;  // the NiceAgent
   guint stream_id_ = 0;
   guint component_id_ = 0;
   ReceiveThread* thread_ = nullptr;  // while Receiving
