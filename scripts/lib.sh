@@ -9,7 +9,7 @@ VB_BUILD_PACKAGES=(
   meson ninja-build pkg-config g++ python3
   libglib2.0-dev libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   libgstreamer-plugins-bad1.0-dev libsoup-3.0-dev libjson-glib-dev libnice-dev
-  libpq-dev libopus-dev libssl-dev
+  libpq-dev libopus-dev libssl-dev libsrtp2-dev
 )
 VB_RUNTIME_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good

@@ -8,9 +8,11 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <string>
 
 #include "call/call_table.h"
 #include "call/media.h"
+#include "call/srtp_crypto.h"
 #include "config.h"
 #include "glib_util.h"
 #include "http/metrics.h"
@@ -246,6 +248,8 @@ int main(int argc, char** argv) {
     g_printerr("voicebridge: cannot register the openairealtime, voiceopus and voicertp elements\n");
     return 1;
   }
+  if (std::string error; !vb::use_openssl_srtp_crypto(&error))
+    g_warning("media: %s; SRTP stays on libsrtp2's own crypto, at several times the CPU per packet", error.c_str());
   vb::warm_up_media();
   return vb::run(*result.config);
 }

@@ -15,6 +15,7 @@
 
 #include "call/media.h"
 #include "call/shared_receive.h"
+#include "call/srtp_crypto.h"
 #include "call/sdp.h"
 #include "fake_realtime_server.h"
 #include "meta_offer.h"
@@ -98,6 +99,8 @@ class CallMediaTest : public testing::Test {
  protected:
   static void SetUpTestSuite() {
     ASSERT_TRUE(vb::register_static_plugins());
+    std::string error;
+    ASSERT_TRUE(vb::use_openssl_srtp_crypto(&error)) << error;  // as the server does
   }
   // Nothing pins the AI's VAD to the quiet test tone: replies come only
   // when we ask for them.
