@@ -378,10 +378,12 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
         switches0, jiffies0 = context_switches(pid), cpu_jiffies()
         start = await callers_process.window()        # resets the callers' counters
         profiler = await start_profiler(pid, args, log_dir) if args.perf else None
+        stall_probe = await start_stall_probe(args)
         await asyncio.sleep(args.seconds)
         if profiler:
             await profiler.wait()
         end = await callers_process.window()          # counters over the window
+        stalls = await stop_stall_probe(stall_probe)
         cpu1 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
         switches1, jiffies1 = context_switches(pid), cpu_jiffies()
         t1 = time.monotonic()
@@ -421,6 +423,8 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             rtp_packets_per_call_s=sum(received.values()) / per_call / callers_window,
             max_outbound_gap_ms=max(gaps, default=None),
             host_steal_pct=(jiffies1[0] - jiffies0[0]) / max(jiffies1[1] - jiffies0[1], 1) * 100,
+            host_stall_ms=max((cpu["max_late_ms"] for cpu in stalls["cpus"]), default=None) if stalls else None,
+            host_stalls=stalls,
             inbound_ms_p50=percentile(inbound, 50), inbound_ms_p99=percentile(inbound, 99),
             inbound_samples=len(inbound), tones_sent=tones,
             outbound_ms_p50=percentile(outbound, 50), outbound_ms_p99=percentile(outbound, 99),
@@ -445,6 +449,27 @@ async def start_profiler(pid: int, args, log_dir: Path) -> asyncio.subprocess.Pr
         stderr=open(log_dir / "perf.log", "wb"))
 
 
+async def start_stall_probe(args) -> Optional[asyncio.subprocess.Process]:
+    """voicebridge-bench-stall-probe over the window: the machine's own stalls (bench/stall_probe.cpp)."""
+    if not args.stall_probe_binary.exists():
+        print(f"loadgen: {args.stall_probe_binary} is missing: no host stall column", file=sys.stderr)
+        return None
+    return await asyncio.create_subprocess_exec(str(args.stall_probe_binary), stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE)
+
+
+async def stop_stall_probe(probe: Optional[asyncio.subprocess.Process]) -> Optional[dict]:
+    """Its report: per CPU the latest wake (ms) and when wakes were over 20 ms late."""
+    if probe is None:
+        return None
+    output, _ = await probe.communicate(b"")
+    try:
+        return json.loads(output)
+    except json.JSONDecodeError:
+        print(f"loadgen: the stall probe printed no report (exit {probe.returncode})", file=sys.stderr)
+        return None
+
+
 # ---- the table ------------------------------------------------------------------------------
 COLUMNS = [("N", "n", "{:d}"), ("up", "calls_up", "{:d}"), ("failed", "calls_failed", "{:d}"),
            ("cpu%/call", "server_cpu_pct_per_call", "{:.2f}"), ("RSS MB", "rss_kb", "{:.1f}"),
@@ -455,7 +480,7 @@ COLUMNS = [("N", "n", "{:d}"), ("up", "calls_up", "{:d}"), ("failed", "calls_fai
            ("in p50/p99 ms", ("inbound_ms_p50", "inbound_ms_p99"), "{:.0f}/{:.0f}"),
            ("out p50/p99 ms", ("outbound_ms_p50", "outbound_ms_p99"), "{:.0f}/{:.0f}"),
            ("max gap ms", "max_outbound_gap_ms", "{:.0f}"), ("loadgen cpu%", "loadgen_cpu_pct", "{:.0f}"),
-           ("steal%", "host_steal_pct", "{:.1f}")]
+           ("steal%", "host_steal_pct", "{:.1f}"), ("host stall ms", "host_stall_ms", "{:.0f}")]
 
 
 def cell(result: dict, key, fmt: str) -> str:
@@ -498,6 +523,9 @@ async def main() -> int:
     parser.add_argument("--callers-binary", type=Path,
                         default=harness.BUILD_ROOT / "bench" / "voicebridge-bench-callers",
                         help="voicebridge-bench-callers (default: the build's)")
+    parser.add_argument("--stall-probe-binary", type=Path,
+                        default=harness.BUILD_ROOT / "bench" / "voicebridge-bench-stall-probe",
+                        help="voicebridge-bench-stall-probe (default: the build's)")
     args = parser.parse_args()
     asyncio.get_running_loop().set_debug(False)
     args.out.mkdir(parents=True, exist_ok=True)
