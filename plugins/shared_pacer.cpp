@@ -25,26 +25,16 @@ constexpr gint64 kSlowTickUs = 20000;
 // (measured, 80 calls on 2 cores: ticks of 20-52 ms and 88 ms gaps at normal
 // priority, none over 47 ms with SCHED_RR), nor behind the server's receive
 // threads (SCHED_RR one below: 80 calls, max gap 73 ms at their priority, 40
-// ms above it). SCHED_DEADLINE is preferred: under SCHED_RR, Linux 6.12+ let
-// normal threads run ahead of it for up to 70 ms (perf sched, 80 calls), which
-// a deadline task is not subject to. The reservation (8 ms of every 10 ms
-// tick) only bounds a runaway tick: a tick of 80 calls takes 2-5 ms.
-constexpr voicebridge::DeadlineReservation kPacerReservation{std::chrono::milliseconds(8), kTick};
-
+// ms above it).
 void raise_priority() {
   std::string refused;
-  switch (voicebridge::raise_thread_to_deadline(kPacerReservation, voicebridge::kPacerRealtimePriority, &refused)) {
-    case voicebridge::ThreadPriority::Deadline: GST_INFO("realtime:pacer runs SCHED_DEADLINE"); break;
-    case voicebridge::ThreadPriority::RealtimeRoundRobin: {
-      int policy = 0;
-      sched_param param{};
-      pthread_getschedparam(pthread_self(), &policy, &param);
-      if (param.sched_priority < voicebridge::kPacerRealtimePriority)
-        GST_WARNING("realtime:pacer: %s: audio may stall behind receive threads", refused.c_str());
+  switch (voicebridge::raise_thread_priority(voicebridge::kPacerRealtimePriority, &refused)) {
+    case voicebridge::ThreadPriority::RealtimeRoundRobin:
+      if (refused.empty())
+        GST_INFO("realtime:pacer runs SCHED_RR");
       else
-        GST_INFO("realtime:pacer runs SCHED_RR (%s)", refused.c_str());
+        GST_WARNING("realtime:pacer: %s: audio may stall behind receive threads", refused.c_str());
       break;
-    }
     case voicebridge::ThreadPriority::Nice: GST_INFO("realtime:pacer runs at nice -10 (%s)", refused.c_str()); break;
     case voicebridge::ThreadPriority::Normal:
       GST_WARNING("realtime:pacer runs at normal priority (%s): audio may stall under CPU contention",

@@ -40,7 +40,6 @@ constexpr int kMaxIterationsPerTick = 4;
 void raise_priority() {
   std::string refused;
   switch (voicebridge::raise_thread_priority(voicebridge::kReceiveRealtimePriority, &refused)) {
-    case voicebridge::ThreadPriority::Deadline:  // not asked for: see raise_thread_priority()
     case voicebridge::ThreadPriority::RealtimeRoundRobin: break;
     case voicebridge::ThreadPriority::Nice: g_message("receive: threads run at nice -10 (%s)", refused.c_str()); break;
     case voicebridge::ThreadPriority::Normal:
