@@ -1061,9 +1061,10 @@ static void gst_openai_realtime_class_init(GstOpenAIRealtimeClass* klass) {
       object_class, PROP_SHARED_PACING,
       g_param_spec_boolean(
           "shared-pacing", "Shared pacing",
-          "Push the output from one thread shared by every instance in the process that sets this, instead of a "
-          "thread per instance (one thread and 50 wake-ups a second fewer per instance). Only where downstream "
-          "never blocks (no sink syncing to the clock): one blocked push would delay every instance",
+          "Push the output from a few threads (one per core) shared by every instance in the process that sets "
+          "this, instead of a thread per instance (one thread and 50 wake-ups a second fewer per instance). Only "
+          "where downstream never blocks (no sink syncing to the clock): one blocked push would delay every "
+          "instance paced by the same thread",
           FALSE, GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY)));
   install_stat(object_class, PROP_DROPPED_INPUT_MS, "dropped-input-ms", "Dropped input",
                "Caller audio dropped because the input queue was full, in ms", false);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <string>
 
 #include "thread_priority.h"
@@ -18,9 +19,10 @@ namespace {
 // is at most this late (it is pushed at the first tick at or after its PTS
 // minus half a period).
 constexpr auto kTick = std::chrono::milliseconds(10);
-// A tick longer than a frame period has delayed every output.
+// A tick longer than a frame period has delayed every output of its thread.
 constexpr gint64 kSlowTickUs = 20000;
-// Every output's audio waits for this one thread: when the cores are busy it
+constexpr unsigned kMaxThreads = 8;
+// Every output's audio waits for its pacing thread: when the cores are busy it
 // must not queue behind the many streaming threads of the pipelines it feeds
 // (measured, 80 calls on 2 cores: ticks of 20-52 ms and 88 ms gaps at normal
 // priority, none over 47 ms with SCHED_RR), nor behind the server's receive
@@ -31,13 +33,13 @@ void raise_priority() {
   switch (voicebridge::raise_thread_priority(voicebridge::kPacerRealtimePriority, &refused)) {
     case voicebridge::ThreadPriority::RealtimeRoundRobin:
       if (refused.empty())
-        GST_INFO("realtime:pacer runs SCHED_RR");
+        GST_INFO("pacing thread runs SCHED_RR");
       else
-        GST_WARNING("realtime:pacer: %s: audio may stall behind receive threads", refused.c_str());
+        GST_WARNING("pacing thread: %s: audio may stall behind receive threads", refused.c_str());
       break;
-    case voicebridge::ThreadPriority::Nice: GST_INFO("realtime:pacer runs at nice -10 (%s)", refused.c_str()); break;
+    case voicebridge::ThreadPriority::Nice: GST_INFO("pacing thread runs at nice -10 (%s)", refused.c_str()); break;
     case voicebridge::ThreadPriority::Normal:
-      GST_WARNING("realtime:pacer runs at normal priority (%s): audio may stall under CPU contention",
+      GST_WARNING("pacing thread runs at normal priority (%s): audio may stall under CPU contention",
                   refused.c_str());
       break;
   }
@@ -45,58 +47,103 @@ void raise_priority() {
 
 }  // namespace
 
+// One pacing thread and the outputs assigned to it.
+class SharedPacer::Thread {
+ public:
+  explicit Thread(unsigned index) {
+    const std::string name = "realtime:pacer" + std::to_string(index);
+    g_thread_unref(g_thread_new(name.c_str(), [](gpointer self) -> gpointer {
+      static_cast<Thread*>(self)->run();
+      return nullptr;
+    }, this));
+  }
+
+  size_t size() {
+    std::lock_guard lock(mutex_);
+    return outputs_.size();
+  }
+
+  void add(PacedOutput* output) {
+    std::lock_guard lock(mutex_);
+    outputs_.push_back(output);
+    changed_.notify_all();
+  }
+
+  void remove(PacedOutput* output) {
+    std::unique_lock lock(mutex_);
+    outputs_.erase(std::remove(outputs_.begin(), outputs_.end(), output), outputs_.end());
+    changed_.wait(lock, [this] { return !ticking_; });
+  }
+
+ private:
+  void run() {
+    raise_priority();
+    std::vector<PacedOutput*> due;
+    auto next_tick = std::chrono::steady_clock::now();
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (outputs_.empty()) {
+        changed_.wait(lock, [this] { return !outputs_.empty(); });
+        next_tick = std::chrono::steady_clock::now();
+      }
+      // Absolute deadlines: no drift; after a stall, one tick catches up.
+      next_tick = std::max(next_tick + kTick, std::chrono::steady_clock::now() - kTick);
+      if (changed_.wait_until(lock, next_tick, [this] { return outputs_.empty(); }))
+        continue;
+      due = outputs_;
+      ticking_ = true;
+      lock.unlock();
+      const gint64 start_us = g_get_monotonic_time();
+      for (PacedOutput* output : due) output->pace();
+      const gint64 took_us = g_get_monotonic_time() - start_us;
+      if (took_us > kSlowTickUs)
+        GST_WARNING("pushing %zu outputs took %" G_GINT64_FORMAT " ms: each of them was late", due.size(),
+                    took_us / 1000);
+      lock.lock();
+      ticking_ = false;
+      changed_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<PacedOutput*> outputs_;
+  bool ticking_ = false;  // pace() calls in progress (outside the lock)
+};
+
 SharedPacer& SharedPacer::instance() {
-  static SharedPacer* pacer = new SharedPacer();  // lives as long as the process, like its thread
+  static SharedPacer* pacer = new SharedPacer();  // lives as long as the process, like its threads
   return *pacer;
 }
 
+// One thread per core (at most kMaxThreads): a tick's pushes run on all cores
+// at once, so a tick takes a fraction of the time one thread needed for every
+// output, and a slow core delays only its share of the calls.
 SharedPacer::SharedPacer() {
-  g_thread_unref(g_thread_new("realtime:pacer", [](gpointer self) -> gpointer {
-    static_cast<SharedPacer*>(self)->run();
-    return nullptr;
-  }, this));
+  const unsigned count = std::clamp(g_get_num_processors(), 1u, kMaxThreads);
+  for (unsigned i = 0; i < count; ++i) threads_.push_back(std::make_unique<Thread>(i));
 }
 
 void SharedPacer::add(PacedOutput* output) {
   std::lock_guard lock(mutex_);
-  if (std::find(outputs_.begin(), outputs_.end(), output) == outputs_.end())
-    outputs_.push_back(output);
-  changed_.notify_all();
+  if (assigned_.contains(output)) return;
+  Thread* least = threads_.front().get();
+  for (const auto& thread : threads_)
+    if (thread->size() < least->size()) least = thread.get();
+  assigned_[output] = least;
+  least->add(output);
 }
 
 void SharedPacer::remove(PacedOutput* output) {
-  std::unique_lock lock(mutex_);
-  outputs_.erase(std::remove(outputs_.begin(), outputs_.end(), output), outputs_.end());
-  changed_.wait(lock, [this] { return !ticking_; });
-}
-
-void SharedPacer::run() {
-  raise_priority();
-  std::vector<PacedOutput*> due;
-  auto next_tick = std::chrono::steady_clock::now();
-  std::unique_lock lock(mutex_);
-  for (;;) {
-    if (outputs_.empty()) {
-      changed_.wait(lock, [this] { return !outputs_.empty(); });
-      next_tick = std::chrono::steady_clock::now();
-    }
-    // Absolute deadlines: no drift; after a stall, one tick catches up.
-    next_tick = std::max(next_tick + kTick, std::chrono::steady_clock::now() - kTick);
-    if (changed_.wait_until(lock, next_tick, [this] { return outputs_.empty(); }))
-      continue;
-    due = outputs_;
-    ticking_ = true;
-    lock.unlock();
-    const gint64 start_us = g_get_monotonic_time();
-    for (PacedOutput* output : due) output->pace();
-    const gint64 took_us = g_get_monotonic_time() - start_us;
-    if (took_us > kSlowTickUs)
-      GST_WARNING("pushing %zu outputs took %" G_GINT64_FORMAT " ms: each of them was late", due.size(),
-                  took_us / 1000);
-    lock.lock();
-    ticking_ = false;
-    changed_.notify_all();
+  Thread* thread = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    const auto found = assigned_.find(output);
+    if (found == assigned_.end()) return;
+    thread = found->second;
+    assigned_.erase(found);
   }
+  thread->remove(output);  // waits for a tick in progress: not under our lock
 }
 
 }  // namespace openairealtime

@@ -1,13 +1,14 @@
-// One process-wide thread that pushes the output of every openairealtime
-// instance with shared-pacing=true, one tick per frame period, instead of one
-// pad task (a thread waking 50 times a second) per instance.
+// A few process-wide threads (one per core) that push the output of every
+// openairealtime instance with shared-pacing=true, one tick per half frame
+// period, instead of one pad task (a thread waking 50 times a second) per
+// instance. Each output is paced by the thread that had the fewest.
 #pragma once
 
 #include <glib.h>
 
-#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace openairealtime {
@@ -23,8 +24,8 @@ class PacedOutput {
 
 class SharedPacer {
  public:
-  // The pacer of this process (started on first use, never stopped: it sleeps
-  // while no output is added).
+  // The pacer of this process (its threads start on first use and are never
+  // stopped: they sleep while they have no output).
   static SharedPacer& instance();
 
   void add(PacedOutput* output);
@@ -33,13 +34,13 @@ class SharedPacer {
   void remove(PacedOutput* output);
 
  private:
-  SharedPacer();
-  void run();
+  class Thread;
 
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<PacedOutput*> outputs_;
-  bool ticking_ = false;  // pace() calls in progress (outside the lock)
+  SharedPacer();
+
+  std::vector<std::unique_ptr<Thread>> threads_;
+  std::mutex mutex_;  // guards assigned_
+  std::unordered_map<PacedOutput*, Thread*> assigned_;
 };
 
 }  // namespace openairealtime
