@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <string>
 
 #include "thread_priority.h"
+#include "ticking_thread.h"
 
 GST_DEBUG_CATEGORY_EXTERN(openairealtime_debug);
 #define GST_CAT_DEFAULT openairealtime_debug
@@ -48,15 +48,9 @@ void raise_priority() {
 }  // namespace
 
 // One pacing thread and the outputs assigned to it.
-class SharedPacer::Thread {
+class SharedPacer::Thread final : public voicebridge::TickingThread {
  public:
-  explicit Thread(unsigned index) {
-    const std::string name = "realtime:pacer" + std::to_string(index);
-    g_thread_unref(g_thread_new(name.c_str(), [](gpointer self) -> gpointer {
-      static_cast<Thread*>(self)->run();
-      return nullptr;
-    }, this));
-  }
+  explicit Thread(unsigned index) : TickingThread(kTick) { start("realtime:pacer" + std::to_string(index)); }
 
   size_t size() {
     std::lock_guard lock(mutex_);
@@ -66,49 +60,31 @@ class SharedPacer::Thread {
   void add(PacedOutput* output) {
     std::lock_guard lock(mutex_);
     outputs_.push_back(output);
-    changed_.notify_all();
+    members_changed();
   }
 
   void remove(PacedOutput* output) {
     std::unique_lock lock(mutex_);
-    outputs_.erase(std::remove(outputs_.begin(), outputs_.end(), output), outputs_.end());
-    changed_.wait(lock, [this] { return !ticking_; });
+    std::erase(outputs_, output);
+    wait_for_tick_end(lock);
   }
 
  private:
-  void run() {
-    raise_priority();
-    std::vector<PacedOutput*> due;
-    auto next_tick = std::chrono::steady_clock::now();
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      if (outputs_.empty()) {
-        changed_.wait(lock, [this] { return !outputs_.empty(); });
-        next_tick = std::chrono::steady_clock::now();
-      }
-      // Absolute deadlines: no drift; after a stall, one tick catches up.
-      next_tick = std::max(next_tick + kTick, std::chrono::steady_clock::now() - kTick);
-      if (changed_.wait_until(lock, next_tick, [this] { return outputs_.empty(); }))
-        continue;
-      due = outputs_;
-      ticking_ = true;
-      lock.unlock();
-      const gint64 start_us = g_get_monotonic_time();
-      for (PacedOutput* output : due) output->pace();
-      const gint64 took_us = g_get_monotonic_time() - start_us;
-      if (took_us > kSlowTickUs)
-        GST_WARNING("pushing %zu outputs took %" G_GINT64_FORMAT " ms: each of them was late", due.size(),
-                    took_us / 1000);
-      lock.lock();
-      ticking_ = false;
-      changed_.notify_all();
-    }
+  void started() override { raise_priority(); }
+  bool has_members() const override { return !outputs_.empty(); }
+  void begin_tick() override { due_ = outputs_; }
+
+  void tick() override {
+    const gint64 start_us = g_get_monotonic_time();
+    for (PacedOutput* output : due_) output->pace();
+    const gint64 took_us = g_get_monotonic_time() - start_us;
+    if (took_us > kSlowTickUs)
+      GST_WARNING("pushing %zu outputs took %" G_GINT64_FORMAT " ms: each of them was late", due_.size(),
+                  took_us / 1000);
   }
 
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<PacedOutput*> outputs_;
-  bool ticking_ = false;  // pace() calls in progress (outside the lock)
+  std::vector<PacedOutput*> outputs_;  // under mutex_
+  std::vector<PacedOutput*> due_;      // this tick's (the thread's own)
 };
 
 SharedPacer& SharedPacer::instance() {

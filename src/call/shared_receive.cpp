@@ -17,11 +17,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <string>
 #include <vector>
 
 #include "thread_priority.h"
+#include "ticking_thread.h"
 
 namespace vb {
 namespace {
@@ -87,14 +87,10 @@ GMainContext* parking_context() {
 }  // namespace
 
 // One of the process's receive threads, its GMainContext and its calls.
-class ReceiveThread {
+class ReceiveThread final : public voicebridge::TickingThread {
  public:
-  explicit ReceiveThread(int index) : context_(g_main_context_new()) {
-    g_autofree char* name = g_strdup_printf("call:receive%d", index);
-    g_thread_unref(g_thread_new(name, [](gpointer self) -> gpointer {
-      static_cast<ReceiveThread*>(self)->run();
-      return nullptr;
-    }, this));
+  explicit ReceiveThread(int index) : TickingThread(kTick), context_(g_main_context_new()) {
+    start("call:receive" + std::to_string(index));
   }
 
   size_t load() {
@@ -106,13 +102,13 @@ class ReceiveThread {
   void add(ReceiveTakeover* call) {
     std::lock_guard lock(mutex_);
     joining_.push_back(call);
-    changed_.notify_all();
+    members_changed();
   }
 
   // After it returns, libnice delivers nothing of the call to this thread.
   void remove(ReceiveTakeover* call) {
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return !ticking_; });
+    wait_for_tick_end(lock);
     const bool joining = std::erase(joining_, call) > 0;
     const bool attached = std::erase(calls_, call) > 0;
     if (attached || joining)
@@ -120,42 +116,30 @@ class ReceiveThread {
   }
 
  private:
-  void run() {
+  void started() override {
     g_main_context_push_thread_default(context_);  // this thread owns it: callbacks run inline
     raise_priority();
-    std::vector<ReceiveTakeover*> joining;
-    auto next_tick = std::chrono::steady_clock::now();
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      if (calls_.empty() && joining_.empty()) {
-        changed_.wait(lock, [this] { return !calls_.empty() || !joining_.empty(); });
-        next_tick = std::chrono::steady_clock::now();
-      }
-      // Absolute deadlines: no drift; after a stall, one tick catches up.
-      next_tick = std::max(next_tick + kTick, std::chrono::steady_clock::now() - kTick);
-      if (changed_.wait_until(lock, next_tick, [this] { return calls_.empty() && joining_.empty(); }))
-        continue;
-      joining.swap(joining_);
-      calls_.insert(calls_.end(), joining.begin(), joining.end());
-      ticking_ = true;
-      lock.unlock();
-      for (ReceiveTakeover* call : joining)
-        call->attach(context_);
-      joining.clear();
-      for (int i = 0; i < kMaxIterationsPerTick && g_main_context_iteration(context_, FALSE); ++i) {
-      }
-      lock.lock();
-      ticking_ = false;
-      changed_.notify_all();
+  }
+
+  bool has_members() const override { return !calls_.empty() || !joining_.empty(); }
+
+  void begin_tick() override {
+    attaching_.swap(joining_);
+    calls_.insert(calls_.end(), attaching_.begin(), attaching_.end());
+  }
+
+  void tick() override {
+    for (ReceiveTakeover* call : attaching_)
+      call->attach(context_);
+    attaching_.clear();
+    for (int i = 0; i < kMaxIterationsPerTick && g_main_context_iteration(context_, FALSE); ++i) {
     }
   }
 
   GMainContext* const context_;  // lives as long as the process, like the thread
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<ReceiveTakeover*> calls_;
-  std::vector<ReceiveTakeover*> joining_;  // added, attached at the next tick
-  bool ticking_ = false;                   // attaching or receiving (outside the lock)
+  std::vector<ReceiveTakeover*> calls_;      // under mutex_
+  std::vector<ReceiveTakeover*> joining_;    // under mutex_: added, attached at the next tick
+  std::vector<ReceiveTakeover*> attaching_;  // this tick's joiners (the thread's own)
 };
 
 namespace {
