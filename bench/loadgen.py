@@ -405,8 +405,10 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             replies += len(deltas)
         counters = {peer["id"]: peer for peer in end["peers"]}
         received = {c.peer_id: counters.get(c.peer_id, {}).get("received", 0) for c in up}
-        gaps = [counters[c.peer_id]["max_gap_ms"] for c in up
-                if counters.get(c.peer_id, {}).get("max_gap_ms") is not None]
+        # The caller with the largest gap, and when (CLOCK_MONOTONIC) that gap ended: to match it
+        # with the server's log and the stall probe's late wakes.
+        worst_gap = max((counters[c.peer_id] for c in up if counters.get(c.peer_id, {}).get("max_gap_ms") is not None),
+                        key=lambda peer: peer["max_gap_ms"], default={})
         still_up = await h.active_calls()
         silent = [c for c in up if received[c.peer_id] < MIN_RTP_RATE * callers_window]
         result.update(
@@ -421,7 +423,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             callers_cpu_pct=callers_cpu, loadgen_py_cpu_pct=own_cpu,
             fake_realtime_cpu_pct=(cpu1[realtime_pid] - cpu0[realtime_pid]) / window * 100,
             rtp_packets_per_call_s=sum(received.values()) / per_call / callers_window,
-            max_outbound_gap_ms=max(gaps, default=None),
+            max_outbound_gap_ms=worst_gap.get("max_gap_ms"), max_outbound_gap_end_t=worst_gap.get("max_gap_end_t"),
             host_steal_pct=(jiffies1[0] - jiffies0[0]) / max(jiffies1[1] - jiffies0[1], 1) * 100,
             host_stall_ms=max((cpu["max_late_ms"] for cpu in stalls["cpus"]), default=None) if stalls else None,
             host_stalls=stalls,

@@ -15,6 +15,7 @@ struct WindowCounters {
   int64_t id = 0;
   uint64_t received = 0;
   double max_gap_ms = 0;
+  std::optional<double> max_gap_end_t;  // arrival of the packet that ended the largest gap
   std::optional<double> first_t;
   std::optional<double> last_t;
 };

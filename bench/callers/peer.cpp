@@ -285,6 +285,7 @@ void Peer::on_rtp(uint8_t *packet, size_t size, int64_t now_ns) {
     first_ns_ = now_ns;
   } else if (now_ns - last_ns_ > max_gap_ns_) {
     max_gap_ns_ = now_ns - last_ns_;
+    max_gap_end_ns_ = now_ns;
   }
   ++received_;
   last_ns_ = now_ns;
@@ -341,6 +342,7 @@ WindowCounters Peer::take_window() {
   counters.id = id_;
   counters.received = received_;
   counters.max_gap_ms = static_cast<double>(max_gap_ns_) / kNsPerMs;
+  if (max_gap_ns_ > 0) counters.max_gap_end_t = to_seconds(max_gap_end_ns_);
   if (received_ > 0) {
     counters.first_t = to_seconds(first_ns_);
     counters.last_t = to_seconds(last_ns_);

@@ -111,6 +111,7 @@ class Peer final : private DatagramSink {
   // Receive counters of the current window.
   uint64_t received_ = 0;
   int64_t max_gap_ns_ = 0;
+  int64_t max_gap_end_ns_ = 0;
   int64_t first_ns_ = 0;  // 0: nothing yet
   int64_t last_ns_ = 0;
   unsigned quiet_run_ = 0;  // consecutive quiet packets (on_rtp says which are)
