@@ -52,11 +52,6 @@ class SharedPacer::Thread final : public voicebridge::TickingThread {
  public:
   explicit Thread(unsigned index) : TickingThread(kTick) { start("realtime:pacer" + std::to_string(index)); }
 
-  size_t size() {
-    std::lock_guard lock(mutex_);
-    return outputs_.size();
-  }
-
   void add(PacedOutput* output) {
     std::lock_guard lock(mutex_);
     outputs_.push_back(output);
@@ -71,7 +66,7 @@ class SharedPacer::Thread final : public voicebridge::TickingThread {
 
  private:
   void started() override { raise_priority(); }
-  bool has_members() const override { return !outputs_.empty(); }
+  size_t member_count() const override { return outputs_.size(); }
   void begin_tick() override { due_ = outputs_; }
 
   void tick() override {
@@ -105,7 +100,7 @@ void SharedPacer::add(PacedOutput* output) {
   if (assigned_.contains(output)) return;
   Thread* least = threads_.front().get();
   for (const auto& thread : threads_)
-    if (thread->size() < least->size()) least = thread.get();
+    if (thread->load() < least->load()) least = thread.get();
   assigned_[output] = least;
   least->add(output);
 }

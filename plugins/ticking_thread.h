@@ -15,6 +15,13 @@
 namespace voicebridge {
 
 class TickingThread {
+ public:
+  // How many members the thread serves now (to place a new one).
+  size_t load() {
+    std::lock_guard lock(mutex_);
+    return member_count();
+  }
+
  protected:
   explicit TickingThread(std::chrono::nanoseconds period) : period_(period) {}
   // The thread never ends: the objects live as long as the process.
@@ -22,7 +29,7 @@ class TickingThread {
 
   // Starts the thread: call at the end of the (final) derived class's
   // constructor, once the hooks below can run. The thread calls started(),
-  // then ticks every period while has_members() and sleeps while not.
+  // then ticks every period while it has members and sleeps while not.
   void start(const std::string& name) {
     g_thread_unref(g_thread_new(name.c_str(), [](gpointer self) -> gpointer {
       static_cast<TickingThread*>(self)->run();
@@ -33,7 +40,7 @@ class TickingThread {
   // On the thread, before the first tick.
   virtual void started() = 0;
   // Under mutex_.
-  virtual bool has_members() const = 0;
+  virtual size_t member_count() const = 0;
   // Under mutex_: takes what this tick works on.
   virtual void begin_tick() = 0;
   // Without the lock: the tick's work.
@@ -54,13 +61,13 @@ class TickingThread {
     auto next_tick = std::chrono::steady_clock::now();
     std::unique_lock lock(mutex_);
     for (;;) {
-      if (!has_members()) {
-        changed_.wait(lock, [this] { return has_members(); });
+      if (member_count() == 0) {
+        changed_.wait(lock, [this] { return member_count() > 0; });
         next_tick = std::chrono::steady_clock::now();
       }
       // Absolute deadlines: no drift; after a stall, one tick catches up.
       next_tick = std::max(next_tick + period_, std::chrono::steady_clock::now() - period_);
-      if (changed_.wait_until(lock, next_tick, [this] { return !has_members(); }))
+      if (changed_.wait_until(lock, next_tick, [this] { return member_count() == 0; }))
         continue;
       begin_tick();
       ticking_ = true;

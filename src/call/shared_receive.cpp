@@ -93,11 +93,6 @@ class ReceiveThread final : public voicebridge::TickingThread {
     start("call:receive" + std::to_string(index));
   }
 
-  size_t load() {
-    std::lock_guard lock(mutex_);
-    return calls_.size() + joining_.size();
-  }
-
   // The call is attached at the next tick.
   void add(ReceiveTakeover* call) {
     std::lock_guard lock(mutex_);
@@ -121,7 +116,7 @@ class ReceiveThread final : public voicebridge::TickingThread {
     raise_priority();
   }
 
-  bool has_members() const override { return !calls_.empty() || !joining_.empty(); }
+  size_t member_count() const override { return calls_.size() + joining_.size(); }
 
   void begin_tick() override {
     attaching_.swap(joining_);
