@@ -83,6 +83,21 @@ def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """utime + stime per thread name (digits as N: one entry for all pacing threads, all receive
+    threads, ...), summed over the process's threads."""
+    seconds: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = re.sub(r"\d+", "N", f.read().strip())
+            spent = cpu_seconds(f"{pid}/task/{task}")
+        except (OSError, ValueError, IndexError):
+            continue
+        seconds[name] = seconds.get(name, 0.0) + spent
+    return seconds
+
+
 def thread_names(pid: int) -> dict[str, int]:
     """How many threads of the process carry each name (GStreamer names them after pads)."""
     names: dict[str, int] = {}
@@ -375,7 +390,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
         realtime_pid, me = h.realtime.pid, os.getpid()
         t0 = time.monotonic()
         cpu0 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
-        switches0, jiffies0 = context_switches(pid), cpu_jiffies()
+        switches0, jiffies0, threads0 = context_switches(pid), cpu_jiffies(), thread_cpu_seconds(pid)
         start = await callers_process.window()        # resets the callers' counters
         profiler = await start_profiler(pid, args, log_dir) if args.perf else None
         stall_probe = await start_stall_probe(args)
@@ -385,7 +400,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
         end = await callers_process.window()          # counters over the window
         stalls = await stop_stall_probe(stall_probe)
         cpu1 = {p: cpu_seconds(p) for p in (pid, realtime_pid, me)}
-        switches1, jiffies1 = context_switches(pid), cpu_jiffies()
+        switches1, jiffies1, threads1 = context_switches(pid), cpu_jiffies(), thread_cpu_seconds(pid)
         t1 = time.monotonic()
         window, callers_window = t1 - t0, end["t"] - start["t"]
         per_call = max(len(up), 1)
@@ -415,6 +430,10 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             window_s=window, calls_up_at_end=still_up, calls_without_media=len(silent),
             calls_failed=n - len(up) + len(silent) + max(0, len(up) - still_up),
             server_cpu_pct=server_cpu, server_cpu_pct_per_call=server_cpu / per_call,
+            server_cpu_pct_per_call_by_thread={
+                name: round((spent - threads0.get(name, 0.0)) / window * 100 / per_call, 3)
+                for name, spent in sorted(threads1.items(), key=lambda item: threads0.get(item[0], 0.0) - item[1])
+                if spent > threads0.get(name, 0.0)},
             context_switches_per_call_s=(switches1 - switches0) / window / per_call,
             rss_kb=rss_kb(pid), threads=thread_count(pid), thread_names=thread_names(pid),
             rss_kb_per_call=(rss_kb(pid) - result["idle_rss_kb"]) / per_call,
