@@ -1039,7 +1039,9 @@ static void gst_openai_realtime_class_init(GstOpenAIRealtimeClass* klass) {
                         GST_TYPE_OPENAI_REALTIME_NOISE_REDUCTION, static_cast<gint>(defaults.config.noise_reduction),
                         GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY)));
   install_uint(object_class, PROP_INPUT_CHUNK_MS, "input-chunk-ms", "Input chunk",
-               "Caller audio per input_audio_buffer.append, in ms", 20, 40, defaults.input_chunk_ms);
+               "Caller audio per input_audio_buffer.append, in ms: larger sends fewer messages but adds up to "
+               "its length of latency",
+               20, 40, defaults.input_chunk_ms);
   install_uint(object_class, PROP_MAX_INPUT_QUEUE_MS, "max-input-queue-ms", "Max input queue",
                "Caller audio kept while the session cannot take it (connecting, reconnecting); the oldest is "
                "dropped beyond this, in ms",

@@ -25,7 +25,7 @@ namespace openairealtime {
 
 struct SessionSettings {
   SessionConfig config;
-  guint input_chunk_ms = 40;
+  guint input_chunk_ms = 20;
   guint session_max_duration_s = 3000;
   guint reconnect_max_attempts = 5;
   guint connect_timeout_ms = 10000;

@@ -286,7 +286,7 @@ TEST_F(SessionTest, AzureUrlAndApiKeyHeader) {
 
 TEST_F(SessionTest, InputAudioReachesTheServerIntact) {
   fake_realtime::Server server;
-  auto harness = start(server, [](GstElement* element) { g_object_set(element, "input-chunk-ms", 20u, nullptr); });
+  auto harness = start(server, [](GstElement* element) { g_object_set(element, "input-chunk-ms", 40u, nullptr); });
   std::vector<int16_t> input(kRate * 3 / 2 + 123);  // 1.5 s and a partial chunk
   guint32 state = 12345;
   for (int16_t& sample : input) {
@@ -300,7 +300,7 @@ TEST_F(SessionTest, InputAudioReachesTheServerIntact) {
   }));
   const fake_realtime::SessionSnapshot session = server.session(0);
   EXPECT_EQ(session.input_audio, input);
-  EXPECT_EQ(session.appends, input.size() / kFrameSamples + 1) << "20 ms appends plus the final partial one";
+  EXPECT_EQ(session.appends, input.size() / (2 * kFrameSamples) + 1) << "40 ms appends plus the final partial one";
   EXPECT_EQ(harness->stat("dropped-input-ms"), 0u);
 }
 
