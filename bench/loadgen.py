@@ -443,6 +443,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             fake_realtime_cpu_pct=(cpu1[realtime_pid] - cpu0[realtime_pid]) / window * 100,
             rtp_packets_per_call_s=sum(received.values()) / per_call / callers_window,
             max_outbound_gap_ms=worst_gap.get("max_gap_ms"), max_outbound_gap_end_t=worst_gap.get("max_gap_end_t"),
+            max_outbound_gap_seq_step=worst_gap.get("max_gap_seq_step"),
             host_steal_pct=(jiffies1[0] - jiffies0[0]) / max(jiffies1[1] - jiffies0[1], 1) * 100,
             host_stall_ms=max((cpu["max_late_ms"] for cpu in stalls["cpus"]), default=None) if stalls else None,
             host_stalls=stalls,

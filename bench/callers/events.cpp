@@ -48,6 +48,7 @@ void EventWriter::window(double t, double cpu_s, const std::vector<WindowCounter
     append_number(peer.max_gap_ms, "%.3f");
     line_ += ",\"max_gap_end_t\":";
     if (peer.max_gap_end_t) append_number(*peer.max_gap_end_t, "%.6f"); else line_ += "null";
+    line_ += ",\"max_gap_seq_step\":" + std::to_string(peer.max_gap_seq_step);
     line_ += ",\"first_t\":";
     if (peer.first_t) append_number(*peer.first_t, "%.6f"); else line_ += "null";
     line_ += ",\"last_t\":";

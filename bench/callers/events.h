@@ -16,6 +16,9 @@ struct WindowCounters {
   uint64_t received = 0;
   double max_gap_ms = 0;
   std::optional<double> max_gap_end_t;  // arrival of the packet that ended the largest gap
+  // RTP sequence numbers that packet advanced by: 1 if the packets were late,
+  // more if some never came (not sent, or dropped on the way).
+  unsigned max_gap_seq_step = 0;
   std::optional<double> first_t;
   std::optional<double> last_t;
 };

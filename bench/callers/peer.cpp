@@ -281,14 +281,17 @@ void Peer::on_rtp(uint8_t *packet, size_t size, int64_t now_ns) {
     log_limited(now_ns, "malformed RTP header");
     return;
   }
+  const uint16_t sequence = static_cast<uint16_t>(packet[2] << 8 | packet[3]);
   if (received_ == 0) {
     first_ns_ = now_ns;
   } else if (now_ns - last_ns_ > max_gap_ns_) {
     max_gap_ns_ = now_ns - last_ns_;
     max_gap_end_ns_ = now_ns;
+    max_gap_seq_step_ = static_cast<uint16_t>(sequence - last_sequence_);
   }
   ++received_;
   last_ns_ = now_ns;
+  last_sequence_ = sequence;
   // Quiet: a small packet (Opus of digital silence), or the very packet
   // before it again (the server's voiceopusenc repeats one cached packet for
   // silence, 36 bytes at 20 kb/s with in-band FEC).
@@ -343,12 +346,14 @@ WindowCounters Peer::take_window() {
   counters.received = received_;
   counters.max_gap_ms = static_cast<double>(max_gap_ns_) / kNsPerMs;
   if (max_gap_ns_ > 0) counters.max_gap_end_t = to_seconds(max_gap_end_ns_);
+  counters.max_gap_seq_step = max_gap_seq_step_;
   if (received_ > 0) {
     counters.first_t = to_seconds(first_ns_);
     counters.last_t = to_seconds(last_ns_);
   }
   received_ = 0;
   max_gap_ns_ = 0;
+  max_gap_seq_step_ = 0;
   return counters;
 }
 

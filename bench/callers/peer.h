@@ -112,6 +112,8 @@ class Peer final : private DatagramSink {
   uint64_t received_ = 0;
   int64_t max_gap_ns_ = 0;
   int64_t max_gap_end_ns_ = 0;
+  uint16_t last_sequence_ = 0;
+  unsigned max_gap_seq_step_ = 0;
   int64_t first_ns_ = 0;  // 0: nothing yet
   int64_t last_ns_ = 0;
   unsigned quiet_run_ = 0;  // consecutive quiet packets (on_rtp says which are)
