@@ -8,13 +8,6 @@
 #include "whatsapp/graph_api.h"
 
 namespace vb {
-namespace {
-
-// After the AI calls end_call its goodbye is usually still queued for
-// playout; hang up once it has had time to be heard.
-constexpr guint kEndCallGraceMs = 3000;
-
-}  // namespace
 
 const char* to_string(CallState state) {
   switch (state) {
@@ -67,7 +60,13 @@ Call::Call(InboundCallInfo info, const Config& config, GraphApi& graph, Tools& t
       tools_(tools),
       db_(db),
       metrics_(metrics),
-      on_finished_(std::move(on_finished)) {}
+      on_finished_(std::move(on_finished)),
+      tool_calls_(tools, metrics, info_.caller.number,
+                  {.log = [this](const std::string& line) { log("%s", line.c_str()); },
+                   .hang_up = [this] { end(EndReason::AssistantEnded); },
+                   .answer = [this](const std::string& tool_call_id, const std::string& result) {
+                     media_->send_function_result(tool_call_id, result);
+                   }}) {}
 
 Call::~Call() = default;
 
@@ -135,9 +134,7 @@ MediaEvents Call::media_events() {
     end(realtime_ready_ || state_ != CallState::Answering ? EndReason::MediaFailed : EndReason::RealtimeFailed);
   };
   events.on_function_call = [this](std::string tool_call_id, std::string name, std::string arguments) {
-    if (state_ == CallState::Ended)
-      return;
-    on_function_call(tool_call_id, name, arguments);
+    tool_calls_.on_function_call(tool_call_id, name, arguments);
   };
   events.on_transcript = [this](std::string role, std::string text) {
     g_info("call %s %s: %s", id().c_str(), role.c_str(), text.c_str());
@@ -209,33 +206,6 @@ void Call::on_accepted(bool ok) {
   });
 }
 
-void Call::on_function_call(const std::string& tool_call_id, const std::string& name, const std::string& arguments) {
-  log("tool %s called", name.c_str());
-  if (name == kEndCallTool) {
-    // No function_call_output: it would make the model speak again while we hang up.
-    metrics_.tool_call(name, true);
-    if (!hangup_timer_.active())
-      hangup_timer_ = run_after(kEndCallGraceMs, [this] {
-        hangup_timer_.release();
-        end(EndReason::AssistantEnded);
-      });
-    return;
-  }
-  // The caller's number comes from the webhook, never from the model.
-  tools_.run(info_.caller.number, name, arguments,
-             [weak = alive_.weak(), &metrics = metrics_, tool_call_id, name](std::string result) {
-               // Metrics outlives every call: count tools that answer after a hang-up too.
-               const bool failed = Tools::is_error(result);
-               metrics.tool_call(name, !failed);
-               auto self = weak.lock();
-               if (!self || (*self)->state_ == CallState::Ended)
-                 return;
-               Call& call = **self;
-               call.log("tool %s answered%s", name.c_str(), failed ? " with an error" : "");
-               call.media_->send_function_result(tool_call_id, result);
-             });
-}
-
 void Call::end(EndReason reason) {
   if (state_ == CallState::Ended)
     return;
@@ -255,7 +225,7 @@ void Call::end(EndReason reason) {
       graph_.reject(id(), report);
   }
   setup_timer_.reset();
-  hangup_timer_.reset();
+  tool_calls_.stop();
   media_watch_.stop();
   metrics_.call_ended(direction(), outcome_of(reason, answered));
   if (media_)

@@ -17,6 +17,7 @@
 #include "assistant/assistant.h"
 #include "call/conversation.h"
 #include "call/media.h"
+#include "call/tool_calls.h"
 #include "config.h"
 #include "glib_util.h"
 #include "http/metrics.h"
@@ -86,7 +87,6 @@ class Call {
   void maybe_accept();
   void on_pre_accepted(bool ok);
   void on_accepted(bool ok);
-  void on_function_call(const std::string& tool_call_id, const std::string& name, const std::string& arguments);
   void log(const char* format, ...) const G_GNUC_PRINTF(2, 3);
 
   InboundCallInfo info_;
@@ -96,6 +96,7 @@ class Call {
   Database* db_;
   Metrics& metrics_;
   FinishedFn on_finished_;
+  ToolCalls tool_calls_;
   std::unique_ptr<CallMedia> media_;
   CallState state_ = CallState::Answering;
   std::string answer_sdp_;
@@ -109,7 +110,6 @@ class Call {
   int64_t answered_us_ = 0;
   int64_t ended_us_ = 0;
   ScopedSource setup_timer_;
-  ScopedSource hangup_timer_;
   InboundMediaWatch media_watch_;
   AliveToken<Call> alive_{this};
 };

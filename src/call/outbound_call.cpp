@@ -14,7 +14,6 @@ namespace {
 // WhatsApp stops ringing after about a minute; an answer later than this is
 // not coming.
 constexpr guint kRingTimeoutS = 75;
-constexpr guint kEndCallGraceMs = 3000;  // as for inbound calls: let the goodbye be heard
 constexpr int kNoPermission = 138006;
 constexpr int kDailyLimit = 138012;
 
@@ -41,7 +40,14 @@ OutboundCall::OutboundCall(ClaimedReminder reminder, std::string claimer, Remind
       db_(db),
       metrics_(metrics),
       on_call_id_(std::move(on_call_id)),
-      on_finished_(std::move(on_finished)) {}
+      on_finished_(std::move(on_finished)),
+      tool_calls_(tools, metrics, reminder_.phone_number,
+                  {.log = [this](const std::string& line) { log("%s", line.c_str()); },
+                   .hang_up = [this] { finish(Outcome::Delivered, "assistant ended the call", true); },
+                   .answer = [this](const std::string& tool_call_id, const std::string& result) {
+                     if (media_)
+                       media_->send_function_result(tool_call_id, result);
+                   }}) {}
 
 OutboundCall::~OutboundCall() = default;
 
@@ -92,8 +98,7 @@ MediaEvents OutboundCall::media_events() {
       finish(answered_ ? Outcome::Delivered : Outcome::Missed, "media failed: " + reason, true);
   };
   events.on_function_call = [this](std::string tool_call_id, std::string name, std::string arguments) {
-    if (!ended_)
-      on_function_call(tool_call_id, name, arguments);
+    tool_calls_.on_function_call(tool_call_id, name, arguments);
   };
   events.on_transcript = [this](std::string role, std::string text) {
     conversation_.add_line(std::move(role), std::move(text));
@@ -185,29 +190,6 @@ void OutboundCall::end(const std::string& why) {
     finish(answered_ ? Outcome::Delivered : Outcome::Released, why, true);
 }
 
-void OutboundCall::on_function_call(const std::string& tool_call_id, const std::string& name,
-                                    const std::string& arguments) {
-  log("tool %s called", name.c_str());
-  if (name == kEndCallTool) {
-    metrics_.tool_call(name, true);
-    if (!hangup_timer_.active())
-      hangup_timer_ = run_after(kEndCallGraceMs, [this] {
-        hangup_timer_.release();
-        finish(Outcome::Delivered, "assistant ended the call", true);
-      });
-    return;
-  }
-  tools_.run(reminder_.phone_number, name, arguments,
-             [weak = alive_.weak(), &metrics = metrics_, tool_call_id, name](std::string result) {
-               const bool failed = Tools::is_error(result);
-               metrics.tool_call(name, !failed);
-               auto self = weak.lock();
-               if (!self || (*self)->ended_ || !(*self)->media_)
-                 return;
-               (*self)->media_->send_function_result(tool_call_id, result);
-             });
-}
-
 void OutboundCall::finish(Outcome outcome, const std::string& why, bool tell_meta) {
   if (ended_)
     return;
@@ -215,7 +197,7 @@ void OutboundCall::finish(Outcome outcome, const std::string& why, bool tell_met
   ended_us_ = g_get_real_time();
   log("ending: %s", why.c_str());
   ring_timer_.reset();
-  hangup_timer_.reset();
+  tool_calls_.stop();
   media_watch_.stop();
   if (tell_meta && !call_id_.empty())
     graph_.terminate(call_id_, [call_id = call_id_](const GraphResult& result) {

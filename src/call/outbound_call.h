@@ -21,6 +21,7 @@
 
 #include "call/call.h"
 #include "call/media.h"
+#include "call/tool_calls.h"
 #include "config.h"
 #include "glib_util.h"
 #include "http/metrics.h"
@@ -69,7 +70,6 @@ class OutboundCall {
   void on_connect_result(const GraphResult& result);
   void learn_call_id(const std::string& call_id);
   void on_media_connected();
-  void on_function_call(const std::string& tool_call_id, const std::string& name, const std::string& arguments);
   void finish(Outcome outcome, const std::string& why, bool tell_meta);
   void record_outcome(Outcome outcome, const std::string& why);
   void record_call(const std::string& end_reason);
@@ -85,6 +85,7 @@ class OutboundCall {
   Database& db_;
   Metrics& metrics_;
   Notify on_call_id_, on_finished_;
+  ToolCalls tool_calls_;
   std::unique_ptr<CallMedia> media_;
   std::string call_id_;
   bool answer_applied_ = false;
@@ -95,7 +96,6 @@ class OutboundCall {
   int64_t started_us_ = g_get_real_time();
   int64_t answered_us_ = 0, ended_us_ = 0;
   ScopedSource ring_timer_;
-  ScopedSource hangup_timer_;
   InboundMediaWatch media_watch_;
   AliveToken<OutboundCall> alive_{this};
 };
