@@ -243,19 +243,13 @@ MediaTotals Call::media_totals() const { return media_ ? media_->totals() : Medi
 void Call::record() {
   if (!db_)
     return;
-  CallRecord row;
-  row.call_id = id();
-  row.direction = "inbound";
-  row.phone_number = info_.caller.number;
-  row.end_reason = to_string(end_reason_);
-  row.started_us = started_us_;
-  row.answered_us = answered_us_;
-  row.ended_us = ended_us_;
-  conversation_.fill(row);
-  record_call(*db_, row, [call_id = id()](bool ok) {
-    if (!ok)
-      g_warning("call %s: its record was not saved", call_id.c_str());
-  });
+  conversation_.save(*db_, {.call_id = id(),
+                            .direction = "inbound",
+                            .phone_number = info_.caller.number,
+                            .end_reason = to_string(end_reason_),
+                            .started_us = started_us_,
+                            .answered_us = answered_us_,
+                            .ended_us = ended_us_});
 }
 
 void Call::log(const char* format, ...) const {

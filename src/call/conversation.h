@@ -1,7 +1,9 @@
 // What an AI call said and cost, whichever side placed it: the transcript and
-// token usage the openairealtime element reports, copied into the call's row
+// token usage the openairealtime element reports, saved with the call's row
 // when it ends.
 #pragma once
+
+#include <glib.h>
 
 #include <cstdint>
 #include <string>
@@ -19,10 +21,15 @@ class Conversation {
     input_tokens_ += input_tokens;
     output_tokens_ += output_tokens;
   }
-  void fill(CallRecord& row) const {
+  // Saves `row` (who, when, why it ended) with what was said and spent.
+  void save(Database& db, CallRecord row) const {
     row.transcript = transcript_;
     row.input_tokens = input_tokens_;
     row.output_tokens = output_tokens_;
+    record_call(db, row, [call_id = row.call_id](bool ok) {
+      if (!ok)
+        g_warning("call %s: its record was not saved", call_id.c_str());
+    });
   }
 
  private:

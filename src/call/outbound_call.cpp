@@ -238,19 +238,13 @@ void OutboundCall::record_outcome(Outcome outcome, const std::string& why) {
 }
 
 void OutboundCall::record_call(const std::string& end_reason) {
-  CallRecord row;
-  row.call_id = call_id_;
-  row.direction = "outbound";
-  row.phone_number = reminder_.phone_number;
-  row.end_reason = end_reason;
-  row.started_us = started_us_;
-  row.answered_us = answered_us_;
-  row.ended_us = ended_us_;
-  conversation_.fill(row);
-  vb::record_call(db_, row, [call_id = call_id_](bool ok) {
-    if (!ok)
-      g_warning("call %s: its record was not saved", call_id.c_str());
-  });
+  conversation_.save(db_, {.call_id = call_id_,
+                           .direction = "outbound",
+                           .phone_number = reminder_.phone_number,
+                           .end_reason = end_reason,
+                           .started_us = started_us_,
+                           .answered_us = answered_us_,
+                           .ended_us = ended_us_});
 }
 
 MediaTotals OutboundCall::media_totals() const { return media_ ? media_->totals() : MediaTotals{}; }
