@@ -83,15 +83,19 @@ def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def thread_name(pid: int, task: str) -> str:
+    """A thread's name with digits as N: one name for all pacing threads, all receive threads, ...
+    (GStreamer names its threads after pads). Raises OSError if the thread has ended."""
+    with open(f"/proc/{pid}/task/{task}/comm") as f:
+        return re.sub(r"\d+", "N", f.read().strip())
+
+
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """utime + stime per thread name (digits as N: one entry for all pacing threads, all receive
-    threads, ...), summed over the process's threads."""
+    """utime + stime per thread name, summed over the process's threads of that name."""
     seconds: dict[str, float] = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                name = re.sub(r"\d+", "N", f.read().strip())
-            spent = cpu_seconds(f"{pid}/task/{task}")
+            name, spent = thread_name(pid, task), cpu_seconds(f"{pid}/task/{task}")
         except (OSError, ValueError, IndexError):
             continue
         seconds[name] = seconds.get(name, 0.0) + spent
@@ -99,16 +103,23 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
 
 
 def thread_names(pid: int) -> dict[str, int]:
-    """How many threads of the process carry each name (GStreamer names them after pads)."""
+    """How many threads of the process carry each name."""
     names: dict[str, int] = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                name = re.sub(r"\d+", "N", f.read().strip())
+            name = thread_name(pid, task)
         except OSError:
             continue
         names[name] = names.get(name, 0) + 1
     return dict(sorted(names.items(), key=lambda item: -item[1]))
+
+
+def per_thread_cpu_pct(before: dict[str, float], after: dict[str, float], window: float,
+                       per_call: int) -> dict[str, float]:
+    """% of a core per call for each thread name that ran over the window, the busiest first."""
+    spent = {name: seconds - before.get(name, 0.0) for name, seconds in after.items()}
+    return {name: round(seconds / window * 100 / per_call, 3)
+            for name, seconds in sorted(spent.items(), key=lambda item: -item[1]) if seconds > 0}
 
 
 def percentile(values: list[float], q: float) -> Optional[float]:
@@ -430,10 +441,7 @@ async def run_once(n: int, args, payloads_path: Path, out_dir: Path) -> dict:
             window_s=window, calls_up_at_end=still_up, calls_without_media=len(silent),
             calls_failed=n - len(up) + len(silent) + max(0, len(up) - still_up),
             server_cpu_pct=server_cpu, server_cpu_pct_per_call=server_cpu / per_call,
-            server_cpu_pct_per_call_by_thread={
-                name: round((spent - threads0.get(name, 0.0)) / window * 100 / per_call, 3)
-                for name, spent in sorted(threads1.items(), key=lambda item: threads0.get(item[0], 0.0) - item[1])
-                if spent > threads0.get(name, 0.0)},
+            server_cpu_pct_per_call_by_thread=per_thread_cpu_pct(threads0, threads1, window, per_call),
             context_switches_per_call_s=(switches1 - switches0) / window / per_call,
             rss_kb=rss_kb(pid), threads=thread_count(pid), thread_names=thread_names(pid),
             rss_kb_per_call=(rss_kb(pid) - result["idle_rss_kb"]) / per_call,
